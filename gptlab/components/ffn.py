@@ -1,0 +1,21 @@
+"""The feed-forward layer: after tokens talk (attention), each token thinks on its own.
+
+A per-token MLP, ``ffn_mult`` times wider inside (4 in the paper and the lecture); 0 removes it.
+"""
+
+import torch
+from torch import nn
+
+
+class FeedForward(nn.Module):
+    def __init__(self, n_embd: int, mult: int, dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(n_embd, mult * n_embd, bias=bias),
+            nn.ReLU(),
+            nn.Linear(mult * n_embd, n_embd, bias=bias),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -1,0 +1,48 @@
+import math
+
+import torch
+
+from gptlab.config import apply_overrides, preset
+from gptlab.model import Bigram, build_model
+
+
+def lecture_param_count(C: int, L: int, V: int, T: int, mult: int = 4) -> int:
+    """Hand count: embeddings, per block (2 LN, q/k/v, proj, ffn), final LN, lm_head."""
+    block = 2 * 2 * C + 3 * C * C + (C * C + C) + (C * mult * C + mult * C) + (mult * C * C + C)
+    return V * C + T * C + L * block + 2 * C + (C * V + V)
+
+
+def test_parameter_counts_of_known_configs():
+    assert build_model(preset("bigram").model).num_params() == 65 * 65
+    assert build_model(preset("lecture").model).num_params() == lecture_param_count(32, 3, 65, 8) == 42_369
+    assert build_model(preset("full").model).num_params() == 10_788_929  # the lecture prints 10.788929 M
+
+
+def test_loss_at_init_is_about_ln_vocab():
+    torch.manual_seed(0)
+    m = build_model(preset("lecture").model)
+    x = torch.randint(0, 65, (16, 8))
+    _, loss = m(x, torch.randint(0, 65, (16, 8)))
+    assert abs(loss.item() - math.log(65)) < 0.05
+
+
+def test_forward_shapes_and_no_loss_without_targets():
+    m = build_model(preset("lecture").model)
+    logits, loss = m(torch.zeros(2, 5, dtype=torch.long))
+    assert logits.shape == (2, 5, 65) and loss is None
+
+
+def test_bigram_logits_depend_only_on_current_char():
+    m = Bigram(preset("bigram").model)
+    x = torch.tensor([[1, 2, 3]])
+    assert torch.equal(m.logits(x)[0, 2], m.table.weight[3])
+
+
+def test_generate_appends_tokens_and_crops_context():
+    torch.manual_seed(0)
+    m = build_model(apply_overrides(preset("lecture"), {"model.block_size": 4}).model).eval()
+    idx = torch.zeros(1, 1, dtype=torch.long)
+    out = m.generate(idx, 10, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 11) and out[0, 0] == 0
+    again = m.generate(idx, 10, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
