@@ -20,6 +20,7 @@ from gptlab.display import console, err_console, progress_bar
 from gptlab.errors import GptlabError
 from gptlab.flops import flops_per_token, matmul_peak_flops
 from gptlab.model import build_model
+from gptlab.sampling import generate_text
 from gptlab.train import Progress, train as run_training
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -136,13 +137,6 @@ def write_history(out_dir: Path, history: list[dict[str, float]]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-
-
-def generate_text(model, tokenizer, prompt: str, tokens: int, seed: int) -> str:
-    device = next(model.parameters()).device
-    idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)
-    out = model.generate(idx, tokens, generator=torch.Generator().manual_seed(seed))
-    return tokenizer.decode(out[0].tolist())
 
 
 @app.command()

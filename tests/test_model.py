@@ -46,3 +46,19 @@ def test_generate_appends_tokens_and_crops_context():
     assert out.shape == (1, 11) and out[0, 0] == 0
     again = m.generate(idx, 10, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
+
+
+def test_attention_map_is_causal_and_normalised():
+    from gptlab.data import CharTokenizer
+    from gptlab.sampling import attention_map, generate_text
+
+    tok = CharTokenizer("abcdefgh ")
+    cfg = preset("lecture").model
+    cfg.vocab_size = tok.vocab_size
+    torch.manual_seed(0)
+    m = build_model(cfg)
+    w = torch.tensor(attention_map(m, tok, "abc defgh and more", layer=1, head=2))
+    assert w.shape == (8, 8)
+    assert torch.allclose(w.sum(-1), torch.ones(8)) and (w.triu(1) == 0).all()
+    text = generate_text(m, tok, "ab", 5, seed=3)
+    assert text.startswith("ab") and len(text) == 7 and text == generate_text(m, tok, "ab", 5, seed=3)
