@@ -34,9 +34,20 @@ class CharTokenizer:
         return "".join(self.chars[i] for i in ids)
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A relative path is looked up in the working directory, then in the project (where ``data/`` ships)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return PROJECT_ROOT / p if (PROJECT_ROOT / p).exists() else p
+
+
 def read_text(path: str | Path) -> str:
     """The file's UTF-8 text, or a one-line error for a missing, empty or non-UTF-8 file."""
-    p = Path(path)
+    p = resolve_path(path)
     if not p.is_file():
         raise GptlabError(f"data.path = '{path}': no such file")
     try:

@@ -85,3 +85,11 @@ def test_short_corpus_rejected_for_block_size():
     corpus.check_block_size(4)
     with pytest.raises(GptlabError, match="block_size = 8 is too long: the val split"):
         corpus.check_block_size(8)
+
+
+def test_default_corpus_is_found_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert len(read_text("data/tinyshakespeare.txt")) == 1_115_394
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tinyshakespeare.txt").write_text("local copy")
+    assert read_text("data/tinyshakespeare.txt") == "local copy"  # the working directory wins
