@@ -23,7 +23,7 @@ def save(path: str | Path, model: LanguageModel, cfg: RunConfig, tokenizer: Char
         "vocab": tokenizer.chars,
         "model": model.state_dict(),
     }
-    tmp = Path(path).with_suffix(".tmp")
+    tmp = Path(path).with_suffix(".tmp")  # pragma: no mutate (".TMP": the name lives until the rename)
     torch.save(payload, tmp)
     tmp.replace(path)
 

@@ -68,7 +68,7 @@ class Corpus:
     @classmethod
     def from_text(cls, text: str, train_fraction: float = 0.9) -> Corpus:
         tokenizer = CharTokenizer(text)
-        ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+        ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)  # pragma: no mutate (ints are int64 already)
         n = int(train_fraction * len(ids))
         return cls(tokenizer, ids[:n], ids[n:])
 

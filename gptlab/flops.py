@@ -1,4 +1,7 @@
-"""FLOP accounting: model FLOPs per token (for MFU and time estimates) and this machine's matmul peak."""
+"""FLOP accounting: model FLOPs per token (for MFU and time estimates) and this machine's matmul peak.
+
+MFU = flops_per_token * tokens/s / peak: the share of the hardware's matmul speed that training turns into model math.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +19,25 @@ def flops_per_token(m: ModelConfig, n_params: int) -> float:
     return 6.0 * n_params + 12.0 * m.n_layer * m.block_size * m.n_embd
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
-    """Measured fp32 matmul FLOP/s on the CPU: the best of a few ``size``^2 matmuls."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
+def matmul_peak_flops(size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """Measured matmul FLOP/s: the best of a few ``size``^2 matmuls, fp32 on the CPU, bf16 on CUDA."""
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+
+    def timed() -> float:
+        if device == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
         a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / best
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    timed()
+    return 2.0 * size**3 / min(timed() for _ in range(repeats))
+
+
+def mfu(flops_token: float, tokens_per_sec: float, peak_flops: float) -> float:
+    """Model FLOPs utilisation: achieved model FLOP/s over the measured peak."""
+    return flops_token * tokens_per_sec / peak_flops

@@ -59,7 +59,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 def save_record(folder: Path, record: RunRecord) -> Path:
     path = folder / f"{record.key}.json"
-    write_atomic(path, json.dumps(dataclasses.asdict(record), indent=1))
+    write_atomic(path, json.dumps(dataclasses.asdict(record), indent=1))  # pragma: no mutate (indent=2: same JSON)
     return path
 
 

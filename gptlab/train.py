@@ -14,7 +14,8 @@ import torch
 
 from gptlab.config import RunConfig, lr_at, validate
 from gptlab.data import Corpus, fixed_windows, random_batch
-from gptlab.device import autocast, configure, resolve_device
+from gptlab.device import autocast, configure, cpu_threads, resolve_device, threads_for
+from gptlab.flops import flops_per_token
 from gptlab.model import LanguageModel, build_model
 
 
@@ -41,15 +42,20 @@ class TrainResult:
     device: str = "cpu"
 
 
-class Evaluator:
-    """Mean loss over fixed windows of each split, in a few large batches."""
+# Tokens per eval batch: on CPU 4k keeps activations in cache (35-40% faster per eval than 65k, measured in
+# benchmarks/); a GPU wants big batches.
+EVAL_CHUNK_TOKENS = {"cpu": 1 << 12, "cuda": 1 << 16}
 
-    def __init__(self, corpus: Corpus, cfg: RunConfig, device: torch.device, chunk_tokens: int = 1 << 16) -> None:
+
+class Evaluator:
+    """Mean loss over fixed windows of each split, in batches of about ``EVAL_CHUNK_TOKENS`` tokens."""
+
+    def __init__(self, corpus: Corpus, cfg: RunConfig, device: torch.device) -> None:
         T = cfg.model.block_size
         self.splits = {
             split: fixed_windows(getattr(corpus, split), T, cfg.train.eval_windows) for split in ("train", "val")
         }
-        self.chunk = max(1, chunk_tokens // T)
+        self.chunk = max(1, EVAL_CHUNK_TOKENS[device.type] // T)
         self.device = device
 
     @torch.no_grad()
@@ -70,14 +76,13 @@ class Evaluator:
         return losses
 
 
-def make_optimizer(model: LanguageModel, cfg: RunConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not biases, norms' gains)."""
+def make_optimizer(model: LanguageModel, cfg: RunConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not biases, norms' gains); the fused kernel on CPU and CUDA."""
     t = cfg.train
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), fused=fused)
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), fused=True)
 
 
 def train(
@@ -88,13 +93,23 @@ def train(
     corpus.check_block_size(cfg.model.block_size)
     t = cfg.train
     device = resolve_device(t.device)
-    configure(device, t.threads)
+    configure(device)
     torch.manual_seed(t.seed)
-    batches = torch.Generator().manual_seed(t.seed)
-
     model = build_model(cfg.model).to(device)
+    step_flops = flops_per_token(cfg.model, model.num_params()) * t.batch_size * cfg.model.block_size
+    with cpu_threads(threads_for(t.threads, step_flops)):
+        return fit(model, cfg, corpus, device, on_progress)
+
+
+def fit(
+    model: LanguageModel, cfg: RunConfig, corpus: Corpus, device: torch.device,
+    on_progress: Callable[[Progress], None] | None,
+) -> TrainResult:
+    """The loop proper, on a built model and a validated config."""
+    t = cfg.train
+    batches = torch.Generator().manual_seed(t.seed)
     step_model = torch.compile(model) if t.compile else model
-    optimizer = make_optimizer(model, cfg, device)
+    optimizer = make_optimizer(model, cfg)
     evaluate = Evaluator(corpus, cfg, device)
     result = TrainResult(model=model, device=str(device))
     train_data = corpus.train.pin_memory() if device.type == "cuda" else corpus.train

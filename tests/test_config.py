@@ -75,3 +75,8 @@ def test_cosine_schedule_with_warmup():
     assert lr_at(t, 1050) == pytest.approx((t.lr + t.min_lr) / 2)
     assert lr_at(t, 2000) == pytest.approx(t.min_lr)
     assert lr_at(preset("lecture").train, 4000) == 1e-3
+
+
+def test_init_choices_are_validated():
+    with pytest.raises(GptlabError, match="model.init = 'xavier' .*normal, torch"):
+        validate(apply_overrides(RunConfig(), {"model.init": "xavier"}))

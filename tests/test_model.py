@@ -62,3 +62,11 @@ def test_attention_map_is_causal_and_normalised():
     assert torch.allclose(w.sum(-1), torch.ones(8)) and (w.triu(1) == 0).all()
     text = generate_text(m, tok, "ab", 5, seed=3)
     assert text.startswith("ab") and len(text) == 7 and text == generate_text(m, tok, "ab", 5, seed=3)
+
+
+def test_init_normal_uses_small_weights_torch_keeps_defaults():
+    small = build_model(preset("lecture").model)
+    default = build_model(apply_overrides(preset("lecture"), {"model.init": "torch"}).model)
+    assert abs(small.tok_emb.weight.std().item() - 0.02) < 0.002
+    assert abs(default.tok_emb.weight.std().item() - 1.0) < 0.05  # nn.Embedding's N(0, 1)
+    assert small.lm_head.bias.abs().max() == 0 and default.lm_head.bias.abs().max() > 0

@@ -1,0 +1,144 @@
+import dataclasses
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench  # noqa: E402
+import reference as ref  # noqa: E402
+
+from gptlab.flops import matmul_peak_flops, mfu  # noqa: E402
+
+CPU = torch.device("cpu")
+TEXT = bench.read_text(bench.DATA)[:200_000]
+
+
+def models():
+    torch.manual_seed(0)
+    return [ref.LectureGPT(ref.LectureConfig()), ref.NanoGPT(ref.NanoConfig())]
+
+
+@pytest.mark.parametrize(("model", "tolerance"), zip(models(), (0.1, 0.25)), ids=["lecture", "nanogpt"])
+def test_reference_models_give_logits_per_position_and_start_near_uniform(model, tolerance):
+    """Loss at init ~ ln 65; tied embeddings push nanoGPT's a little above (its own token scores higher)."""
+    T = 8
+    x, y = torch.randint(0, 65, (4, T)), torch.randint(0, 65, (4, T))
+    logits, loss = model(x, y)
+    assert logits.shape == (4, T, 65)
+    assert loss.item() == pytest.approx(math.log(65), abs=tolerance)
+    assert model(x)[1] is None
+
+
+@pytest.mark.parametrize("model", models(), ids=["lecture", "nanogpt"])
+def test_reference_models_are_causal(model):
+    x = torch.randint(0, 65, (1, 8))
+    changed = x.clone()
+    changed[0, 5] = (x[0, 5] + 1) % 65
+    a, b = model(x)[0], model(changed)[0]
+    assert torch.allclose(a[0, :5], b[0, :5], atol=1e-6)
+    assert not torch.allclose(a[0, 5:], b[0, 5:])
+
+
+def test_lecture_reference_has_one_module_per_head():
+    model = ref.LectureGPT(ref.LectureConfig())
+    attention = model.blocks[0].sa
+    assert len(attention.heads) == 4
+    assert attention.heads[0].key.weight.shape == (8, 32) and attention.heads[0].key.bias is None
+
+
+def test_nanogpt_reference_ties_embeddings_and_shrinks_residual_projections():
+    torch.manual_seed(0)
+    model = ref.NanoGPT(ref.NanoConfig())
+    assert model.transformer.wte.weight is model.lm_head.weight
+    block = model.transformer.h[0]
+    assert block.attn.c_proj.weight.std().item() == pytest.approx(0.02 / math.sqrt(8), rel=0.1)
+    assert block.attn.c_attn.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    assert block.ln_1.bias is None
+
+
+def test_nanogpt_schedule_warms_up_then_decays_to_min_lr():
+    cfg = ref.NanoConfig()
+    assert ref.nano_lr(cfg, 0) == pytest.approx(1e-3 / 101)
+    assert ref.nano_lr(cfg, 100) == pytest.approx(1e-3)
+    assert ref.nano_lr(cfg, 2000) == pytest.approx(1e-4)
+    assert ref.nano_lr(cfg, 1000) > ref.nano_lr(cfg, 1500) > 1e-4
+
+
+def test_nanogpt_optimizer_decays_matrices_only():
+    model = ref.NanoGPT(ref.NanoConfig())
+    decay, no_decay = ref.nano_optimizer(model, ref.NanoConfig(), CPU).param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert decay["betas"] == (0.9, 0.99)
+
+
+def tiny_stats(steps, evals):
+    return bench.RunStats(steps, 1, evals, wall=1.0, final_val=2.0, peak_mib=1.0, tokens_per_step=100,
+                          flops_token=1e6)
+
+
+def test_ms_per_iter_is_the_median_after_warm_up_and_feeds_tokens_per_sec():
+    stats = tiny_stats([1.0] * 2 + [0.01, 0.02, 0.03, 0.02, 0.02, 0.04, 0.02, 0.01], [])
+    assert stats.ms_per_iter == pytest.approx(20.0)
+    assert stats.tokens_per_sec == pytest.approx(5000.0)
+    assert mfu(stats.flops_token, stats.tokens_per_sec, 1e10) == pytest.approx(0.5)
+
+
+def test_time_to_loss_is_the_first_eval_at_or_below_it():
+    stats = tiny_stats([0.01], [(0, 4.1, 1.0), (250, 1.95, 7.0), (500, 1.89, 13.0), (750, 1.80, 19.0)])
+    assert stats.time_to(1.89) == 13.0
+    assert math.isnan(stats.time_to(1.5))
+
+
+def test_target_goals_and_ratios():
+    assert bench.meets(0.5, "<= 0.5") and not bench.meets(0.51, "<= 0.5")
+    assert bench.meets(0.4, ">= 0.40") and not bench.meets(math.nan, "<= 1.0")
+    assert math.isnan(bench.ratio(1.0, 0.0)) and bench.ratio(1.0, 4.0) == 0.25
+
+
+def test_quick_mode_shrinks_both_sides_alike():
+    cfg = bench.gptlab_config("cpu", CPU, quick=True, threads=1)
+    nano = bench.reference_config("cpu", quick=True)
+    assert (cfg.train.max_iters, cfg.train.eval_interval, cfg.train.warmup_iters, cfg.train.threads) == (200, 25, 10, 1)
+    assert bench.gptlab_config("lecture", CPU, quick=True, threads=0).train.warmup_iters == 0
+    assert (nano.max_iters, nano.eval_interval, nano.lr_decay_iters, nano.warmup_iters) == (200, 25, 200, 10)
+    assert bench.reference_config("cpu", quick=False) == ref.NanoConfig()
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_runs_report_every_step_and_eval(restore_threads):
+    lecture = dataclasses.replace(ref.LectureConfig(), max_iters=20, eval_interval=10, eval_iters=2)
+    stats = bench.measured(CPU, 1, lambda clock: bench.run_reference("lecture", lecture, TEXT, CPU, clock))
+    assert len(stats.step_times) == 20 and [e[0] for e in stats.evals] == [0, 10, 19]
+    assert stats.final_val == stats.evals[-1][1] and stats.peak_mib > 0 and stats.threads == 1
+
+    nano = dataclasses.replace(ref.NanoConfig(), n_layer=1, max_iters=10, eval_interval=5, eval_iters=1)
+    stats = bench.measured(CPU, 1, lambda clock: bench.run_reference("cpu", nano, TEXT, CPU, clock))
+    assert len(stats.step_times) == 11 and [e[0] for e in stats.evals] == [0, 5, 10]
+
+    cfg = bench.apply_overrides(bench.gptlab_config("lecture", CPU, quick=False, threads=0),
+                                {"train.max_iters": 20, "train.eval_interval": 10, "train.eval_windows": 16})
+    stats = bench.measured(CPU, 2, lambda clock: bench.run_gptlab(cfg, TEXT, clock))
+    assert len(stats.step_times) == 20 and [e[0] for e in stats.evals] == [0, 10, 20]
+    assert stats.threads == 1  # automatic: the lecture model is too small for two threads
+    assert torch.get_num_threads() == 2  # and the count is restored afterwards
+
+
+def test_bad_arguments_exit_with_code_2():
+    for argv in (["--repeats", "0"], ["--preset", "huge"], ["--threads", "-1"], ["--preset", "full"]):
+        with pytest.raises(SystemExit) as exc:
+            bench.parse_args(argv)
+        assert exc.value.code == 2
+
+
+def test_matmul_peak_is_a_positive_rate():
+    assert 1e6 < matmul_peak_flops(size=128, repeats=2) < 1e15
