@@ -39,6 +39,7 @@ class ModelConfig:
     mask: str = "after"
     norm: str = "layernorm"
     residual: bool = True
+    projections: bool = True
     fused: bool = True
     init: str = "normal"
     vocab_size: int = 65
@@ -240,6 +241,11 @@ def validate(cfg: RunConfig) -> RunConfig:
         )
     if m.ffn_mult < 0:
         raise GptlabError(f"model.ffn_mult = {m.ffn_mult} is not allowed; must be >= 0 (0 = no feed-forward)")
+    if not m.projections and m.ffn_mult > 1:
+        raise GptlabError(
+            f"model.ffn_mult = {m.ffn_mult} is not allowed with model.projections = false; allowed: 0, 1 "
+            "(without its output projection the feed-forward layer must stay n_embd wide)"
+        )
     for path, value in (("model.dropout", m.dropout), ("train.weight_decay", t.weight_decay)):
         if not 0 <= value < 1:
             raise GptlabError(f"{path} = {value} is not allowed; must be in [0, 1)")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from gptlab.components import MASK, NORM, QK, RESIDUAL, VALUES
+from gptlab.components import MASK, NORM, PROJECTIONS, QK, RESIDUAL, VALUES
 from gptlab.components.attention import MultiHeadAttention
 from gptlab.components.block import Block
 from gptlab.components.ffn import FeedForward
@@ -127,6 +127,36 @@ def test_residual_off_removes_the_identity_path():
     assert torch.equal(off(x), torch.zeros_like(x))
     assert RESIDUAL.build(True, x, 2 * x).equal(3 * x)
     assert RESIDUAL.build(False, x, 2 * x).equal(2 * x)
+
+
+def test_attention_without_projection_outputs_the_heads_side_by_side():
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(cfg(projections=False)).eval()
+    x = torch.randn(2, 8, 16)
+    heads = attn.attend(*attn.heads(x))  # (B, n_head, T, head_size)
+    assert torch.allclose(attn(x), heads.transpose(1, 2).reshape(2, 8, 16), atol=1e-6)
+    assert isinstance(attn.proj, nn.Identity)
+    projected = MultiHeadAttention(cfg(projections=True))
+    assert (projected.proj.in_features, projected.proj.out_features) == (16, 16)
+
+
+def test_feedforward_without_projection_ends_in_its_relu():
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 16)
+    bare = FeedForward(16, 1, projection=False)
+    assert torch.equal(bare(x), torch.relu(bare.net[0](x)))
+    assert (FeedForward(16, 1, projection=True)(x) < 0).any()  # a projection can write negative values
+    assert sum(p.numel() for p in bare.parameters()) == 16 * 16 + 16
+    with pytest.raises(ValueError, match="keeps its width: 64 != 16"):
+        FeedForward(16, 4, projection=False)
+    assert PROJECTIONS.names() == ["true", "false"]
+
+
+def test_projections_off_drops_two_linears_per_block():
+    on, off = model(ffn_mult=1, projections=True), model(ffn_mult=1, projections=False)
+    assert on.num_params() - off.num_params() == 2 * 2 * (16 * 16 + 16)
+    no_bias = model(ffn_mult=1, bias=False).num_params() - model(ffn_mult=1, bias=False, projections=False).num_params()
+    assert no_bias == 2 * 2 * 16 * 16
 
 
 def test_layernorm_normalises_each_token_over_features():

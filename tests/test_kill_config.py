@@ -25,6 +25,9 @@ def test_unknown_preset_lists_the_presets():
     "override, message",
     [
         ({"model.ffn_mult": -1}, "model.ffn_mult = -1 is not allowed; must be >= 0 (0 = no feed-forward)"),
+        ({"model.projections": False, "model.ffn_mult": 2},
+         "model.ffn_mult = 2 is not allowed with model.projections = false; allowed: 0, 1 "
+         "(without its output projection the feed-forward layer must stay n_embd wide)"),
         ({"model.dropout": 1.0}, "model.dropout = 1.0 is not allowed; must be in [0, 1)"),
         ({"train.weight_decay": 1.5}, "train.weight_decay = 1.5 is not allowed; must be in [0, 1)"),
         ({"train.warmup_iters": -1}, "train.warmup_iters = -1 is not allowed; must be >= 0"),
@@ -47,6 +50,7 @@ def test_validate_accepts_the_closed_ends_of_each_range():
     edges = {"model.ffn_mult": 0, "model.dropout": 0.0, "train.weight_decay": 0.0, "train.beta1": 0.0,
              "train.warmup_iters": 0, "train.threads": 0, "train.min_lr": 0.0, "data.train_fraction": 0.5}
     validate(apply_overrides(RunConfig(), edges))
+    validate(apply_overrides(RunConfig(), {"model.projections": False, "model.ffn_mult": 1}))
 
 
 def test_values_are_coerced_to_the_field_type():

@@ -1,6 +1,7 @@
 """Multi-head self-attention: tokens exchange information, weighted by query-key affinity.
 
-``n_head`` heads of size n_embd / n_head run side by side (one batched matmul), then an output projection.
+``n_head`` heads of size n_embd / n_head run side by side (one batched matmul); their outputs are concatenated
+(and, with ``projections``, mixed by one Linear).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from gptlab.components.mask import MASK
+from gptlab.components.projection import PROJECTIONS
 from gptlab.components.qk import QK
 from gptlab.components.values import VALUES
 from gptlab.config import ModelConfig
@@ -21,7 +23,7 @@ class MultiHeadAttention(nn.Module):
         self.qk = QK.build(cfg.qk, cfg.n_embd)
         self.values = VALUES.build(cfg.values, cfg.n_embd)
         self.attend = MASK.build(cfg.mask, cfg.dropout, cfg.fused)
-        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.proj = PROJECTIONS.build(cfg.projections, cfg.n_embd, cfg.n_embd, cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:

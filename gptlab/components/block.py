@@ -36,7 +36,7 @@ class Block(nn.Module):
         self.ffn: FeedForward | None = None
         if cfg.ffn_mult:
             self.norm2 = NORM.build(cfg.norm, cfg.n_embd, cfg.bias)
-            self.ffn = FeedForward(cfg.n_embd, cfg.ffn_mult, cfg.dropout, cfg.bias)
+            self.ffn = FeedForward(cfg.n_embd, cfg.ffn_mult, cfg.dropout, cfg.bias, cfg.projections)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.combine(x, self.attn(self.norm1(x)))

@@ -6,14 +6,18 @@ A per-token MLP, ``ffn_mult`` times wider inside (4 in the paper and the lecture
 import torch
 from torch import nn
 
+from gptlab.components.projection import PROJECTIONS
+
 
 class FeedForward(nn.Module):
-    def __init__(self, n_embd: int, mult: int, dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(
+        self, n_embd: int, mult: int, dropout: float = 0.0, bias: bool = True, projection: bool = True
+    ) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(n_embd, mult * n_embd, bias=bias),
             nn.ReLU(),
-            nn.Linear(mult * n_embd, n_embd, bias=bias),
+            PROJECTIONS.build(projection, mult * n_embd, n_embd, bias),
             nn.Dropout(dropout),
         )
 
