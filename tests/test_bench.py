@@ -21,7 +21,7 @@ def models():
     return [ref.LectureGPT(ref.LectureConfig()), ref.NanoGPT(ref.NanoConfig())]
 
 
-@pytest.mark.parametrize(("model", "tolerance"), zip(models(), (0.1, 0.25)), ids=["lecture", "nanogpt"])
+@pytest.mark.parametrize(("model", "tolerance"), list(zip(models(), (0.1, 0.25))), ids=["lecture", "nanogpt"])
 def test_reference_models_give_logits_per_position_and_start_near_uniform(model, tolerance):
     """Loss at init ~ ln 65; tied embeddings push nanoGPT's a little above (its own token scores higher)."""
     T = 8
