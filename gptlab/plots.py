@@ -81,9 +81,13 @@ def loss_curves(runs_by_variant: dict[str, list[RunRecord]], colors: dict[str, C
     return save(fig, path)
 
 
-def horizontal_bars(ax: Any, names: list[str], summaries: list[Summary], colors: dict[str, Color],
-                    labels: dict[str, str], fmt: str) -> None:
-    """Ranked horizontal bars (first name on top) with std error bars and the mean written beside each bar."""
+def bar_chart(ranked: list[tuple[str, Summary]], colors: dict[str, Color], labels: dict[str, str],
+              fmt: str) -> tuple[Figure, Any, list[Summary]]:
+    """A figure of ranked horizontal bars (first variant on top) with std error bars and each mean written
+    beside its bar; returns the figure, its axes and the summaries, for the caller's axis and titles."""
+    fig = Figure(figsize=(8, 1.2 + 0.45 * len(ranked)))
+    ax = fig.add_subplot()
+    names, summaries = [n for n, _ in ranked], [s for _, s in ranked]
     y = np.arange(len(names))[::-1]
     errors = [error(s) for s in summaries]
     means = [s.mean for s in summaries]
@@ -93,19 +97,13 @@ def horizontal_bars(ax: Any, names: list[str], summaries: list[Summary], colors:
         ax.annotate(format(mean, fmt), (mean + err, yi), xytext=(4, 0), textcoords="offset points",
                     va="center", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
-
-
-def figure_for_bars(count: int) -> Figure:
-    return Figure(figsize=(8, 1.2 + 0.45 * count))
+    return fig, ax, summaries
 
 
 def final_loss_bars(ranked: list[tuple[str, Summary]], colors: dict[str, Color], labels: dict[str, str],
                     path: Path) -> Path:
     """Final val loss per variant (best on top), error bar = std over seeds; the axis is zoomed, not from 0."""
-    fig = figure_for_bars(len(ranked))
-    ax = fig.add_subplot()
-    names, summaries = [n for n, _ in ranked], [s for _, s in ranked]
-    horizontal_bars(ax, names, summaries, colors, labels, ".3f")
+    fig, ax, summaries = bar_chart(ranked, colors, labels, ".3f")
     low = min(s.mean - error(s) for s in summaries)
     high = max(s.mean + error(s) for s in summaries)
     margin = max(0.1 * (high - low), 0.01)
@@ -121,10 +119,7 @@ def final_loss_bars(ranked: list[tuple[str, Summary]], colors: dict[str, Color],
 def throughput_bars(ranked: list[tuple[str, Summary]], colors: dict[str, Color], labels: dict[str, str],
                     path: Path) -> Path:
     """Training throughput per variant (fastest on top), error bar = std over seeds, axis from 0."""
-    fig = figure_for_bars(len(ranked))
-    ax = fig.add_subplot()
-    names, summaries = [n for n, _ in ranked], [s for _, s in ranked]
-    horizontal_bars(ax, names, summaries, colors, labels, ",.0f")
+    fig, ax, summaries = bar_chart(ranked, colors, labels, ",.0f")
     ax.set_xlim(0, 1.2 * max(s.mean + error(s) for s in summaries))
     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     ax.set_xlabel("training tokens per second, higher is faster (evaluation time excluded)")
