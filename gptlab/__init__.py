@@ -1,3 +1,3 @@
 """gptlab: a character-level GPT built from swappable components, and an ablation harness."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

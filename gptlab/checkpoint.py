@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 
 from gptlab import __version__
-from gptlab.config import RunConfig
+from gptlab.config import RunConfig, validate
 from gptlab.data import CharTokenizer
 from gptlab.errors import GptlabError
-from gptlab.model import LanguageModel, build_model
+from gptlab.files import write_atomic
+from gptlab.model import LanguageModel, build_model, check_model
 
 FORMAT = "gptlab-checkpoint-1"
 
 
-def save(path: str | Path, model: LanguageModel, cfg: RunConfig, tokenizer: CharTokenizer) -> None:
+def save(path: str | Path, model: LanguageModel, cfg: RunConfig, tokenizer: CharTokenizer) -> Path:
     payload = {
         "format": FORMAT,
         "gptlab_version": __version__,
@@ -23,26 +25,33 @@ def save(path: str | Path, model: LanguageModel, cfg: RunConfig, tokenizer: Char
         "vocab": tokenizer.chars,
         "model": model.state_dict(),
     }
-    tmp = Path(path).with_suffix(".tmp")  # pragma: no mutate (".TMP": the name lives until the rename)
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return write_atomic(Path(path), buffer.getvalue())
 
 
 def load(path: str | Path) -> tuple[LanguageModel, RunConfig, CharTokenizer]:
     p = Path(path)
     if not p.is_file():
-        raise GptlabError(f"checkpoint '{path}': no such file")
+        raise GptlabError(f"checkpoint '{path}': {'a folder, not a file' if p.is_dir() else 'no such file'}")
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a corrupt or foreign file
         raise GptlabError(f"checkpoint '{path}': not a readable gptlab checkpoint ({type(err).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise GptlabError(f"checkpoint '{path}': not a gptlab checkpoint (expected format {FORMAT})")
-    cfg = RunConfig.from_dict(payload["config"])
-    model = build_model(cfg.model)
     try:
+        cfg = validate(RunConfig.from_dict(payload["config"]))
+        vocab = payload["vocab"]
+        if not isinstance(vocab, str) or len(vocab) != cfg.model.vocab_size or len(set(vocab)) != len(vocab):
+            raise GptlabError(f"its vocabulary ({len(vocab) if isinstance(vocab, str) else type(vocab).__name__}) "
+                              f"does not match model.vocab_size = {cfg.model.vocab_size}")
+        check_model(cfg.model)
+        model = build_model(cfg.model)
         model.load_state_dict(payload["model"])
-    except RuntimeError:
-        raise GptlabError(f"checkpoint '{path}': weights do not match its config") from None
+    except GptlabError as err:
+        raise GptlabError(f"checkpoint '{path}': {err}") from None
+    except (KeyError, TypeError, AttributeError, ValueError, RuntimeError):
+        raise GptlabError(f"checkpoint '{path}': its config, vocabulary or weights do not fit together") from None
     model.eval()
-    return model, cfg, CharTokenizer(payload["vocab"])
+    return model, cfg, CharTokenizer(vocab)

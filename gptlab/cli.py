@@ -1,44 +1,59 @@
-"""The ``gptlab`` command line (Typer): parses arguments, calls the library, prints with rich."""
+"""gptlab: build a character-level GPT from swappable parts, train it, and measure what each part is worth.
+
+\b
+  gptlab train --preset lecture         train one model (then: gptlab sample out/lecture/ckpt.pt)
+  gptlab list                           presets and every component you can swap
+  gptlab ablate residuals               run an ablation grid (ablations/residuals.yaml), then its report
+  gptlab report                         render and show the reports under reports/
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-import pandas as pd
-import torch
 import typer
-from rich import box
-from rich.table import Table
 
-from gptlab import checkpoint, results
-from gptlab import report as reports
-from gptlab.components import REGISTRIES
+from gptlab import __version__
 from gptlab.config import PRESET_INFO, PRESETS, RunConfig, apply_overrides, parse_set_args, preset, validate
-from gptlab.data import Corpus
-from gptlab.device import resolve_device
-from gptlab.display import console, err_console, progress_bar
+from gptlab.display import console, err_console, results_table, rows_table
 from gptlab.errors import GptlabError, choice_error
-from gptlab.flops import flops_per_token, matmul_peak_flops
-from gptlab.grid import Grid, RunSpec, load_grid, plan_rows
-from gptlab.model import build_model
-from gptlab.runner import LiveProgress, LocalProcessExecutor, to_run, write_manifest
-from gptlab.sampling import generate_text
-from gptlab.train import Progress, train as run_training
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+if TYPE_CHECKING:
+    from gptlab.grid import Grid
+    from gptlab.results import GridRuns
+    from gptlab.runner import GridOutcome
 
-LONG_RUN_FLOPS = 1e15  # about an hour or more on a laptop-class CPU
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
+
 SetOption = typer.Option(None, "--set", help="Override a config field, e.g. --set model.n_layer=4 (repeatable).")
 DeviceOption = typer.Option(None, "--device", help="auto (CUDA when present), cpu or cuda.")
+SLOW_RUN_S = 300  # warn before a CPU run estimated to take longer than this
 
 
 def fail(err: GptlabError) -> None:
-    err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def guarded(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except GptlabError as err:
+        fail(err)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"gptlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """gptlab: build a character-level GPT from swappable parts, train it, and measure what each part is worth."""
 
 
 def build_config(preset_name: str, sets: list[str] | None, device: str | None) -> RunConfig:
@@ -48,39 +63,25 @@ def build_config(preset_name: str, sets: list[str] | None, device: str | None) -
     return validate(apply_overrides(preset(preset_name), overrides))
 
 
-def loss_text(p: Progress, last_val: list[float]) -> str:
-    if p.val_loss is not None:
-        last_val[0] = p.val_loss
-    parts = []
-    if p.train_loss is not None:
-        parts.append(f"train {p.train_loss:.3f}")
-    if last_val[0] == last_val[0]:
-        parts.append(f"val {last_val[0]:.3f}")
-    return "  ".join(parts)
+def warn_if_slow(cfg: RunConfig, n_params: int) -> None:
+    """On CPU, warn before a long run: training and evaluation FLOPs over this machine's measured matmul peak."""
+    from gptlab.device import resolve_device
+    from gptlab.flops import matmul_peak_flops, run_flops
 
-
-def warn_if_slow(cfg: RunConfig) -> None:
-    """On CPU, warn before a run of hours: its FLOPs over this machine's measured matmul peak."""
     if resolve_device(cfg.train.device).type != "cpu":
         return
-    n_params = build_model(cfg.model).num_params()
-    tokens = cfg.train.max_iters * cfg.train.batch_size * cfg.model.block_size
-    total_flops = flops_per_token(cfg.model, n_params) * tokens
-    if total_flops < LONG_RUN_FLOPS:
-        return
+    train_flops, eval_flops = run_flops(cfg, n_params)
     utilisation = 0.3
-    hours = total_flops / (utilisation * matmul_peak_flops()) / 3600
+    rate = utilisation * matmul_peak_flops()
+    seconds = (train_flops + eval_flops) / rate
+    if seconds < SLOW_RUN_S:
+        return
     err_console.print(
-        f"[yellow]warning:[/] this run on CPU: about {hours:.1f} hours (estimated at {utilisation:.0%} of this "
-        "CPU's measured matmul peak); use a GPU (--device cuda) or fewer iterations (--set train.max_iters=...)"
-    )
-
-
-def guarded(fn: Callable[[], None]) -> None:
-    try:
-        fn()
-    except GptlabError as err:
-        fail(err)
+        f"[yellow]warning:[/] this run on CPU: about {seconds / 60:,.0f} minutes ({train_flops / rate / 60:,.0f} "
+        f"training, {eval_flops / rate / 60:,.0f} evaluating {cfg.train.eval_windows} windows per split at each of "
+        f"{cfg.train.max_iters // cfg.train.eval_interval + 1} evaluations), estimated at {utilisation:.0%} of this "
+        "CPU's measured matmul peak. Use a GPU (--device cuda); for a quick look: --set train.max_iters=100 "
+        "--set train.eval_interval=100 --set train.eval_windows=16", highlight=False)
 
 
 @app.command()
@@ -92,79 +93,69 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: out/<preset>)."),
     sample_tokens: int = typer.Option(300, "--sample-tokens", help="Characters to sample at the end (0: none)."),
 ) -> None:
-    """Train a preset; writes a checkpoint and the loss curve, prints a sample."""
+    """Train a preset; writes a checkpoint, the loss curve and a summary, prints a sample."""
 
     def run() -> None:
+        from gptlab import session as training
+        from gptlab.display import progress_bar
+        from gptlab.sampling import MAX_SAMPLE_TOKENS
+        from gptlab.train import Progress
+
+        if not 0 <= sample_tokens <= MAX_SAMPLE_TOKENS:
+            raise GptlabError(f"--sample-tokens = {sample_tokens} is not allowed; must be in 0..{MAX_SAMPLE_TOKENS:,}")
         extra = list(sets or []) + ([f"data.path={data}"] if data else [])
         cfg = build_config(preset_name, extra, device)
-        corpus = Corpus.from_file(cfg.data.path, cfg.data.train_fraction)
-        corpus.check_block_size(cfg.model.block_size)
-        warn_if_slow(cfg)
         out_dir = out or Path("out") / preset_name
-        out_dir.mkdir(parents=True, exist_ok=True)
-        last_val = [float("nan")]
+        session = training.prepare(cfg, out_dir)
+        warn_if_slow(cfg, session.params)
+        last_val: list[float | None] = [None]
         with progress_bar() as bar:
             task = bar.add_task(f"train {preset_name}", total=cfg.train.max_iters, losses="")
 
             def on_progress(p: Progress) -> None:
-                bar.update(task, completed=p.step, losses=loss_text(p, last_val))
+                last_val[0] = p.val_loss if p.val_loss is not None else last_val[0]
+                losses = [f"train {p.train_loss:.3f}"] if p.train_loss is not None else []
+                losses += [f"val {last_val[0]:.3f}"] if last_val[0] is not None else []
+                bar.update(task, completed=p.step, losses="  ".join(losses))
 
-            result = run_training(cfg, corpus, on_progress)
-        cfg.model.vocab_size = corpus.tokenizer.vocab_size
-        checkpoint.save(out_dir / "ckpt.pt", result.model, cfg, corpus.tokenizer)
-        write_history(out_dir, result.history)
-        summary = {
-            "preset": preset_name,
-            "final_val_loss": result.final_val_loss,
-            "final_train_loss": result.final_train_loss,
-            "best_val_loss": result.best_val_loss,
-            "diverged_at": result.diverged_at,
-            "wall_time_s": round(result.wall_time, 2),
-            "tokens_per_sec": round(result.tokens_per_sec),
-            "params": result.model.num_params(),
-            "device": result.device,
-            "config": cfg.to_dict(),
-        }
-        (out_dir / "result.json").write_text(json.dumps(summary, indent=2))
+            result = training.train_and_save(session, preset_name, on_progress)
         if result.diverged_at is not None:
-            console.print(f"[red]diverged[/] (non-finite loss) at step {result.diverged_at}")
-        console.print(
-            f"val loss [bold]{result.final_val_loss:.4f}[/]  train loss {result.final_train_loss:.4f}  "
-            f"{result.wall_time:.1f} s  {result.tokens_per_sec:,.0f} tokens/s  {summary['params']:,} params  "
-            f"on {result.device}"
-        )
-        console.print(f"wrote {out_dir / 'ckpt.pt'}, {out_dir / 'history.csv'}, {out_dir / 'result.json'}")
-        if sample_tokens:
+            console.print(f"[red]diverged[/] (non-finite loss) at step {result.diverged_at}; no sample")
+        else:
+            console.print(f"val loss [bold]{result.final_val_loss:.4f}[/]  train loss {result.final_train_loss:.4f}  "
+                          f"{result.wall_time:.1f} s  {result.tokens_per_sec:,.0f} tokens/s  {session.params:,} params"
+                          f"  on {result.device}")
+        console.print(f"wrote {out_dir / 'ckpt.pt'}, {out_dir / 'history.csv'}, {out_dir / 'result.json'}",
+                      highlight=False)
+        if sample_tokens and result.diverged_at is None:
             console.rule("sample")
-            console.print(generate_text(result.model, corpus.tokenizer, "\n", sample_tokens, cfg.train.seed),
-                          highlight=False, markup=False)
+            for text in training.sample(session, result, sample_tokens):
+                console.print(text, end="", highlight=False, markup=False, soft_wrap=True)
+            console.print()
 
     guarded(run)
-
-
-def write_history(out_dir: Path, history: list[dict[str, float]]) -> None:
-    with open(out_dir / "history.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
 
 
 @app.command()
 def sample(
     ckpt: Path = typer.Argument(..., help="A checkpoint written by `gptlab train` (ckpt.pt)."),
-    tokens: int = typer.Option(500, "--tokens", help="How many characters to generate."),
-    prompt: str = typer.Option("\n", "--prompt", help="Text to continue (characters of the training corpus)."),
+    tokens: int = typer.Option(500, "--tokens", help="How many characters to generate (at most 100,000)."),
+    prompt: str = typer.Option("\n", "--prompt", show_default="a newline",
+                               help="Text to continue (characters of the training corpus)."),
     seed: int = typer.Option(1337, "--seed", help="Sampling seed."),
 ) -> None:
-    """Generate text from a checkpoint."""
+    """Generate text from a checkpoint, printed as it is generated."""
 
     def run() -> None:
-        if tokens < 1:
-            raise GptlabError(f"--tokens = {tokens} is not allowed; must be >= 1")
+        from gptlab import checkpoint
+        from gptlab.sampling import stream_text
+
         if not prompt:
             raise GptlabError("--prompt = '' is not allowed; give at least one character")
         model, _, tokenizer = checkpoint.load(ckpt)
-        console.print(generate_text(model, tokenizer, prompt, tokens, seed), highlight=False, markup=False)
+        for text in stream_text(model, tokenizer, prompt, tokens, seed):
+            console.print(text, end="", highlight=False, markup=False, soft_wrap=True)
+        console.print()
 
     guarded(run)
 
@@ -172,92 +163,108 @@ def sample(
 @app.command("list")
 def list_components() -> None:
     """Presets and every component registry with its choices and insight."""
-    presets = Table(title="presets (gptlab train --preset NAME)")
-    presets.add_column("preset", style="bold")
-    presets.add_column("what")
-    for name in PRESETS:
-        presets.add_row(name, PRESET_INFO[name])
-    console.print(presets)
-    components = Table(title="components (--set model.FIELD=CHOICE, or model.FIELD in a grid)")
-    for column in ("field", "choice", "insight"):
-        components.add_column(column, style="bold" if column == "field" else None)
-    for field, registry in REGISTRIES.items():
-        components.add_row(f"model.{field}", "", registry.insight, style="dim")
-        for entry in registry.entries():
-            components.add_row("", entry.name, entry.insight)
-    components.add_row("model.n_head", "1..n_embd", "multi-head: several smaller heads vs one big one (must divide n_embd)")
-    console.print(components)
+    from gptlab.files import PROJECT_ROOT
+    from gptlab.registry import declared
+
+    width = console.width
+    console.print(rows_table("presets (gptlab train --preset NAME)", ["preset", "what"],
+                             [[name, PRESET_INFO[name]] for name in PRESETS], width, wraps=lambda h: h == "what"))
+    rows = []
+    for registry in declared(PROJECT_ROOT / "gptlab" / "components"):
+        rows.append([registry.field, "", registry.insight])
+        rows += [["", name, insight] for name, insight in registry.entries]
+    rows.append(["model.n_head", "1..n_embd", "several smaller heads vs one big one (must divide n_embd)"])
+    console.print(rows_table("components (--set model.FIELD=CHOICE, or model.FIELD in a grid)",
+                             ["field", "choice", "insight"], rows, width, wraps=lambda h: h == "insight"))
 
 
 @app.command()
 def ablate(
-    grid_file: Path = typer.Argument(..., help="A grid file, e.g. ablations/residuals.yaml."),
+    grid_file: str = typer.Argument(..., help="A grid file, or a shipped grid's name (residuals, masking, ...)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help="Override a config field for every run (repeatable)."),
     device: Optional[str] = DeviceOption,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded runs as a table and exit."),
+    scale: Optional[str] = typer.Option(None, "--scale", help="A scale the grid file declares (default: cpu)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the runs, how they are grouped, and exit."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="N seeds: the file's first N (more: counting on)."),
-    jobs: int = typer.Option(1, "--jobs", help="Runs at once, in processes that split the CPU cores."),
+    jobs: int = typer.Option(1, "--jobs", help="Jobs at once, in processes that split the CPU cores."),
+    group_seeds: Optional[bool] = typer.Option(None, "--group-seeds/--no-group-seeds", show_default="on CUDA",
+                                               help="Train a variant's seeds as one stacked model."),
     force: bool = typer.Option(False, "--force", help="Rerun runs that already have a record."),
     out: Path = typer.Option(Path("reports"), "--out", help="Results folder; the grid writes OUT/<name>/."),
+    max_runs: int = typer.Option(1000, "--max-runs", help="Refuse a grid of more runs than this."),
 ) -> None:
     """Run an ablation grid (resumable): every variant x seed, then a ranked table, results.csv and the report."""
 
     def run() -> None:
+        from gptlab import report
+        from gptlab.display import LiveProgress
+        from gptlab.grid import check_grid, load_grid
+        from gptlab.results import load_grid_runs, summarize_grid, write_tables
+        from gptlab.runner import plan, run_grid
+
         if jobs < 1:
             raise GptlabError(f"--jobs = {jobs} is not allowed; must be >= 1")
-        grid = load_grid(grid_file, parse_set_args(sets or []), device, seeds)
-        specs = grid.runs()
-        grid_dir = out / grid.name
-        todo = to_run(specs, grid_dir / "runs", force)
+        grid = load_grid(grid_file, parse_set_args(sets or []), device, seeds, scale, max_runs)
+        check_grid(grid)
+        planned = plan(grid, out, force, group_seeds)
         if dry_run:
-            console.print(plan_table(grid, specs, {s.key for s in todo}))
+            show_plan(grid, planned, out)
             return
-        write_manifest(grid, grid_dir, str(resolve_device(specs[0].config.train.device)))
-        console.print(f"[bold]{grid.title}[/]: {len(specs)} runs ({len(grid.variants)} variants x "
-                      f"{len(grid.seeds)} seeds), {len(specs) - len(todo)} already done, {len(todo)} to run, "
-                      f"--jobs {jobs}")
+        console.print(f"[bold]{grid.title}[/] (scale {grid.scale}): {len(planned.specs)} runs "
+                      f"({len(grid.variants)} variants x {len(grid.seeds)} seeds), "
+                      f"{len(planned.specs) - len(planned.todo)} already done, {len(planned.todo)} to run"
+                      + (f" as {len(planned.jobs)} jobs, --jobs {jobs}" if planned.todo else ""), highlight=False)
         try:
-            with LiveProgress(len(todo)) as live:
-                LocalProcessExecutor(jobs).run(todo, grid_dir / "runs", live)
+            if planned.todo:
+                with LiveProgress(len(planned.todo)) as live:
+                    outcome = run_grid(grid, out, jobs, force, group_seeds, on_event=live)
+            else:
+                outcome = run_grid(grid, out, jobs, force, group_seeds)
         except KeyboardInterrupt:
-            err_console.print("interrupted; finished runs are saved, run the same command again to resume")
+            err_console.print("interrupted: the workers are stopped; finished runs are saved, run the same command "
+                              "again to resume")
             raise typer.Exit(130)
-        runs = results.load(grid_dir)
-        console.print(results_table(grid, results.summary(runs, grid.baseline), specs, live.failed))
-        console.print(f"wrote {results.write_csv(runs, grid_dir / 'results.csv')}")
-        console.print(f"wrote {reports.write_grid_report(grid_dir)} and {reports.write_index(out)}")
+        grid_runs = load_grid_runs(out / grid.name)
+        failed = [f"{s.variant} (seed {s.seed}): {outcome.failed[s.key]}" for s in outcome.specs
+                  if s.key in outcome.failed]
+        held = [f"{s.variant} (seed {s.seed}): held by {outcome.held[s.key]}" for s in outcome.specs
+                if s.key in outcome.held]
+        console.print(results_table(f"{grid.title} ({grid.metric}, ranked)", summarize_grid(grid_runs),
+                                    variant_axes(grid), console.width, failed + held))
+        written = write_tables(grid_runs)
+        readme, _, _ = report.render(grid_runs)
+        index = report.write_index(out)
+        console.print(f"report: {readme} (index {index}); tables: "
+                      f"{', '.join(p.name for p in written) or 'results.csv, curves.csv unchanged'}", highlight=False)
+        if failed:
+            raise typer.Exit(1)
 
     guarded(run)
 
 
-def plan_table(grid: Grid, specs: list[RunSpec], todo: set[str]) -> Table:
-    table = Table(title=f"{grid.name}: {len(specs)} runs ({len(todo)} to run), baseline {grid.baseline!r}")
-    for column in ("variant", "seed", "preset", "overrides", "key", "state"):
-        table.add_column(column)
-    for row in plan_rows(grid, specs):
-        state = "to run" if row["key"] in todo else "[green]done[/]"
-        table.add_row(row["variant"], str(row["seed"]), row["preset"], row["overrides"], row["key"], state)
-    return table
+def variant_axes(grid: Grid) -> dict[str, dict[str, str]] | None:
+    """variant -> axis label -> value, when every variant sets every varied key (a product grid); else None."""
+    from gptlab.grid import axis_labels, format_value
+
+    keys = list(dict.fromkeys(k for v in grid.variants for k in v.overrides))
+    varied = [k for k in keys if len({json.dumps(v.overrides.get(k)) for v in grid.variants}) > 1]
+    if not varied or not all(all(k in v.overrides for k in varied) for v in grid.variants):
+        return None
+    labels = axis_labels(varied)
+    return {v.name: {labels[k]: format_value(v.overrides[k]) for k in varied} for v in grid.variants}
 
 
-def results_table(grid: Grid, summary: pd.DataFrame, specs: list[RunSpec], failed: dict[str, str]) -> Table:
-    """Variants ranked by mean val loss, then one line per failed run with its reason."""
-    table = Table(title=f"{grid.title} ({grid.metric}, ranked)", box=box.SIMPLE_HEAD)
-    for column in ("#", "variant", "mean", "std", "min-max", "n", "delta", "div", "tok/s"):
-        table.add_column(column, justify="left" if column == "variant" else "right", no_wrap=column != "variant")
-
-    def num(value: float, fmt: str = ".4f") -> str:
-        return "-" if value != value else format(value, fmt)
-
-    for rank, row in enumerate(summary.itertuples(index=False), start=1):
-        delta = "baseline" if row.variant == grid.baseline else num(row.delta, "+.4f")
-        table.add_row(str(rank), row.variant, num(row.mean), num(row.std), f"{num(row.min, '.3f')}-{num(row.max, '.3f')}",
-                      str(row.runs), delta, str(row.diverged) if row.diverged else "", f"{num(row.tokens_per_sec / 1000, ',.0f')}k")
-    by_key = {s.key: s for s in specs}
-    for key, reason in failed.items():
-        spec = by_key[key]
-        table.add_row("", spec.variant, f"[red]failed[/] (seed {spec.seed}): {reason}", *[""] * 6)
-    return table
+def show_plan(grid: Grid, planned: GridOutcome, out: Path) -> None:
+    """--dry-run: every run, whether it is done, and the job it trains in (a seed group, or alone and why)."""
+    job_of = {spec.key: (n, job) for n, job in enumerate(planned.jobs, start=1) for spec in job.specs}
+    rows = []
+    for s in planned.specs:
+        n, job = job_of.get(s.key, (0, None))
+        rows.append([s.variant, str(s.seed), s.key, "done" if job is None else f"job {n}: {job.note}"])
+    title = (f"{grid.name} (scale {grid.scale}): {len(planned.specs)} runs, {len(planned.todo)} to run in "
+             f"{len(planned.jobs)} jobs; baseline {grid.baseline!r}; results in {out / grid.name}")
+    console.print(rows_table(title, ["variant", "seed", "key", "state"], rows, console.width,
+                             drops={"key": 1}, wraps=lambda h: h in ("variant", "state")))
 
 
 REPORT_FORMATS = ["rich", "markdown", "csv", "json"]
@@ -266,72 +273,99 @@ REPORT_FORMATS = ["rich", "markdown", "csv", "json"]
 @app.command("report")
 def report_command(
     path: Path = typer.Argument(Path("reports"), help="A reports folder, or one grid's folder (reports/<name>)."),
-    fmt: str = typer.Option("rich", "--format", help="rich: tables here; markdown, csv or json: to stdout."),
-    open_name: Optional[str] = typer.Option(None, "--open", help="Show only this grid (its folder name)."),
+    fmt: str = typer.Option("rich", "--format",
+                            help="rich: render the reports, then show tables; markdown, csv, json: print only."),
+    only: Optional[str] = typer.Option(None, "--grid", help="Only this grid (its folder name)."),
+    check: bool = typer.Option(False, "--check", help="Check every grid's claims; exit 1 if one is contradicted."),
 ) -> None:
-    """Write each grid's README.md and figures (and the index), and show each grid's results table."""
+    """Render each grid's README.md and figures (and the index) from its run records, or export or check them."""
 
     def run() -> None:
+        from gptlab.results import load_grid_runs
+
         if fmt not in REPORT_FORMATS:
             raise choice_error("--format", fmt, REPORT_FORMATS)
-        notes = console if fmt == "rich" else err_console  # machine formats keep stdout for the data
-        shown, broken = [], 0
-        for folder in report_folders(path, open_name):
+        folders = report_folders(path, only)
+        notes = console if fmt == "rich" and not check else err_console
+        loaded, broken = [], 0
+        for folder in folders:
             try:
-                grid = reports.load_grid(folder)
+                loaded.append(load_grid_runs(folder))
             except GptlabError as err:
                 err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
                 broken += 1
-                continue
-            readme, rows = reports.render_grid(grid)
-            shown.append((grid, rows))
-            if fmt == "rich":
-                console.print(report_table(grid, rows))
-            elif fmt == "markdown":
-                typer.echo(readme.read_text())
-            missing = grid.missing()
-            for line in grid.skipped + ([f"{len(missing)} runs missing: {', '.join(missing)}"] if missing else []):
-                notes.print(f"[yellow]{grid.name}:[/] {line}", highlight=False, soft_wrap=True)
-            notes.print(f"wrote {readme}", highlight=False)
-        if open_name is None and not reports.is_grid_dir(path):
-            notes.print(f"wrote {reports.write_index(path)}", highlight=False)
-        if fmt == "csv":
-            typer.echo(report_csv(shown), nl=False)
-        elif fmt == "json":
-            typer.echo(json.dumps([reports.grid_summary(grid, rows) for grid, rows in shown], indent=1))
+        for grid_runs in loaded:
+            missing = grid_runs.missing()
+            for line in grid_runs.skipped + ([f"{len(missing)} runs missing"] if missing else []):
+                notes.print(f"[yellow]{grid_runs.grid.name}:[/] {line}", highlight=False, soft_wrap=True)
+        if check:
+            contradicted = check_claims(loaded)
+            raise typer.Exit(1 if contradicted else 2 if broken else 0)
+        export(loaded, fmt, path if only is None else None)
         if broken:
             raise typer.Exit(2)
 
     guarded(run)
 
 
-def report_folders(path: Path, open_name: str | None) -> list[Path]:
-    """The grid folders to render: every one under ``path`` (or ``path`` itself), or only ``--open NAME``."""
-    folders = reports.find_grids(path)
+def report_folders(path: Path, only: str | None) -> list[Path]:
+    from gptlab.results import grid_folders
+
+    folders = grid_folders(path)
     if not folders:
         raise GptlabError(f"{path}: no grid folders here (a grid folder holds grid.json and runs/, written by "
                           "`gptlab ablate <grid.yaml>`)")
-    if open_name is None:
+    if only is None:
         return folders
-    chosen = [f for f in folders if f.name == open_name]
+    chosen = [f for f in folders if f.name == only]
     if not chosen:
-        raise choice_error("--open", open_name, [f.name for f in folders])
+        raise choice_error("--grid", only, [f.name for f in folders])
     return chosen
 
 
-def report_table(grid: reports.Grid, rows: list[dict]) -> Table:
-    table = Table(title=f"{grid.title} ({grid.name})", caption=reports.finding(grid, rows))
-    for column in reports.COLUMNS:
-        table.add_column(column, justify="left" if column in ("variant", "verdict") else "right")
-    for row in rows:
-        table.add_row(*reports.table_cells(row))
-    return table
+def check_claims(loaded: list[GridRuns]) -> int:
+    """Print each grid's claim counts and every contradicted claim; returns how many are contradicted."""
+    from gptlab.claims import counts
+
+    contradicted = 0
+    for grid_runs in loaded:
+        results = grid_runs.claim_results()
+        tally = counts(results)
+        contradicted += tally["contradicted"]
+        console.print(f"{grid_runs.grid.name}: {tally['holds']} hold, {tally['contradicted']} contradicted, "
+                      f"{tally['not established']} not established", highlight=False)
+        for r in results:
+            if r.status == "contradicted":
+                console.print(f"  [red]contradicted:[/] {r.text} ({r.reason})", highlight=False, soft_wrap=True)
+    return contradicted
 
 
-def report_csv(shown: list[tuple[reports.Grid, list[dict]]]) -> str:
-    flat = [{"grid": grid.name, **row, "diverged_at": " ".join(map(str, row["diverged_at"]))}
-            for grid, rows in shown for row in rows]
-    return pd.DataFrame(flat).to_csv(index=False) if flat else ""
+def export(loaded: list[GridRuns], fmt: str, index_folder: Path | None) -> None:
+    """rich: write each grid's report, tables and (for a folder of grids) the index, then show each table;
+    markdown/csv/json: print to stdout and write nothing."""
+    from gptlab import report
+    from gptlab.results import runs_table, summarize_grid, write_tables
+
+    if fmt == "json":
+        typer.echo(json.dumps([report.grid_summary(g) for g in loaded], indent=1))
+    elif fmt == "csv":
+        import pandas as pd
+
+        tables = [runs_table(g) for g in loaded]
+        typer.echo(pd.concat(tables, ignore_index=True).to_csv(index=False) if tables else "", nl=False)
+    elif fmt == "markdown":
+        for grid_runs in loaded:
+            typer.echo(report.grid_markdown(grid_runs, summarize_grid(grid_runs), grid_runs.claim_results(),
+                                            report.figure_list(grid_runs)))
+    else:
+        for grid_runs in loaded:
+            write_tables(grid_runs)
+            readme, rows, _ = report.render(grid_runs)
+            console.print(results_table(f"{grid_runs.grid.title} ({grid_runs.grid.name})", rows,
+                                        variant_axes(grid_runs.grid), console.width))
+            console.print(f"wrote {readme}", highlight=False)
+        if index_folder is not None and not (index_folder / "grid.json").is_file():
+            console.print(f"wrote {report.write_index(index_folder)}", highlight=False)
 
 
 if __name__ == "__main__":

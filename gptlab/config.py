@@ -15,13 +15,14 @@ from typing import Any
 
 import yaml
 
-from gptlab.errors import GptlabError, choice_error
+from gptlab.errors import GptlabError, choice_error, did_you_mean, short
 
 DEFAULT_DATA = "data/tinyshakespeare.txt"
 ARCHS = ["gpt", "bigram"]
 INITS = ["normal", "torch"]
 LR_SCHEDULES = ["constant", "cosine"]
 DEVICES = ["auto", "cpu", "cuda"]
+INT_LIMIT = 2**63  # integer fields fit a signed 64-bit integer (torch's seeds, sizes)
 
 
 @dataclass
@@ -88,9 +89,16 @@ class RunConfig:
                 set_field(cfg, f"{section}.{key}", value)
         return cfg
 
+    def changed(self) -> dict[str, Any]:
+        """The fields whose value differs from its default, as dotted key -> value."""
+        defaults = RunConfig().to_dict()
+        return {f"{section}.{name}": value for section, values in self.to_dict().items()
+                for name, value in values.items() if defaults[section][name] != value}
+
     def key(self) -> str:
-        """A stable hash of every field: same config, same key; any change, a new key."""
-        blob = json.dumps(self.to_dict(), sort_keys=True)
+        """A hash of the fields that differ from their defaults: the same config gives the same key, any change
+        a new one, and a field added to gptlab later (with a default) leaves every existing key valid."""
+        blob = json.dumps(self.changed(), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -160,26 +168,26 @@ def _coerce(path: str, current: Any, value: Any) -> Any:
     if kind is bool:
         if isinstance(value, bool):
             return value
-        raise GptlabError(f"{path} = {value!r} is not allowed; choose one of: true, false")
+        raise GptlabError(f"{path} = {short(value)} is not allowed; choose one of: true, false")
     if kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise GptlabError(f"{path} = {value!r} is not allowed; expected an integer")
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) < INT_LIMIT:
+            return value
+        raise GptlabError(f"{path} = {short(value)} is not allowed; expected an integer (at most 2**63 - 1)")
     if kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
         if isinstance(value, str):
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
-        raise GptlabError(f"{path} = {value!r} is not allowed; expected a number")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise GptlabError(f"{path} = {short(value)} is not allowed; expected a finite number")
     if isinstance(value, (int, float, bool)):
         value = str(value).lower() if isinstance(value, bool) else str(value)  # pragma: no mutate (str of a number is lowercase)
     if not isinstance(value, str):
-        raise GptlabError(f"{path} = {value!r} is not allowed; expected a name")
+        raise GptlabError(f"{path} = {short(value)} is not allowed; expected a name")
     return value
 
 
@@ -189,11 +197,22 @@ def field_names() -> list[str]:
     return [f"{s.name}.{f.name}" for s in dataclasses.fields(cfg) for f in dataclasses.fields(getattr(cfg, s.name))]
 
 
+def unknown_key(path: str) -> GptlabError:
+    """The error for a key that is no config field: a suggestion, or the keys of its section."""
+    keys = field_names()
+    hint = did_you_mean(path, keys) if "." in path else ""
+    if not hint:
+        section = path.partition(".")[0]
+        same = [k for k in keys if k.startswith(f"{section}.")]
+        hint = f"; {section} keys: {', '.join(same)}" if same else "; keys start with model., train. or data."
+    return GptlabError(f"unknown config key {short(path)}{hint}")
+
+
 def set_field(cfg: RunConfig, path: str, value: Any) -> None:
     section_name, _, key = path.partition(".")  # pragma: no mutate (rpartition: a 2-dot key fails either way)
     section = getattr(cfg, section_name, None) if section_name in ("model", "train", "data") else None
     if section is None or not key or key not in {f.name for f in dataclasses.fields(section)}:
-        raise GptlabError(f"unknown config key {path!r}; allowed keys: {', '.join(field_names())}")
+        raise unknown_key(path)
     setattr(section, key, _coerce(path, getattr(section, key), value))
 
 
@@ -251,7 +270,7 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise GptlabError(f"{path} = {value} is not allowed; must be in [0, 1)")
     for path in ("batch_size", "max_iters", "eval_interval", "eval_windows", "lr"):
         _check_positive(f"train.{path}", getattr(t, path))
-    for path in ("warmup_iters", "threads", "min_lr", "grad_clip"):
+    for path in ("warmup_iters", "threads", "min_lr", "grad_clip", "seed"):
         if getattr(t, path) < 0:
             raise GptlabError(f"train.{path} = {getattr(t, path)} is not allowed; must be >= 0")
     for path in ("beta1", "beta2"):

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from gptlab.errors import GptlabError
+from gptlab.files import resolve_path
 
 
 class CharTokenizer:
@@ -32,17 +33,6 @@ class CharTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids)
-
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def resolve_path(path: str | Path) -> Path:
-    """A relative path is looked up in the working directory, then in the project (where ``data/`` ships)."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    return PROJECT_ROOT / p if (PROJECT_ROOT / p).exists() else p
 
 
 def read_text(path: str | Path) -> str:
@@ -90,19 +80,38 @@ def windows(data: torch.Tensor, block_size: int) -> torch.Tensor:
     return data.unfold(0, block_size + 1, 1)
 
 
-def random_batch(
-    data: torch.Tensor, block_size: int, batch_size: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``batch_size`` random windows: inputs ``x`` and targets ``y`` = ``x`` shifted by one."""
-    all_windows = windows(data, block_size)
-    ix = torch.randint(len(all_windows), (batch_size,), generator=generator)
-    chunk = all_windows[ix]
-    return chunk[:, :-1], chunk[:, 1:]
+class Batches:
+    """One run's training batches: at each step ``batch_size`` windows drawn by the run's own generator, seeded
+    with its seed, as inputs ``x`` and targets ``y`` = ``x`` shifted by one.
+
+    On a GPU the text lives on the device and the whole stream of indices is drawn up front (the same draws in
+    the same order), so a step copies nothing from the host and never waits for it.
+    """
+
+    def __init__(self, data: torch.Tensor, block_size: int, batch_size: int, seed: int, steps: int,
+                 device: torch.device, up_front: bool | None = None) -> None:
+        self.windows = windows(data, block_size)
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.drawn: torch.Tensor | None = None
+        if device.type != "cpu" if up_front is None else up_front:
+            self.drawn = torch.stack([self.draw() for _ in range(max(1, steps))]).to(device)
+            self.windows = windows(data.to(device), block_size)
+
+    def draw(self) -> torch.Tensor:
+        return torch.randint(len(self.windows), (self.batch_size,), generator=self.generator)
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch of ``step`` (steps are taken in order, from 0)."""
+        ix = self.draw() if self.drawn is None else self.drawn[step]
+        chunk = self.windows[ix]
+        return chunk[:, :-1], chunk[:, 1:]
 
 
 def fixed_windows(data: torch.Tensor, block_size: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` evenly spaced windows (at most every window): the same for every model and seed."""
     all_windows = windows(data, block_size)
-    ix = torch.linspace(0, len(all_windows) - 1, min(count, len(all_windows))).round().long()
+    # float32 positions, as every record so far was scored on; past 2**24 windows they may round past the end
+    ix = torch.linspace(0, len(all_windows) - 1, min(count, len(all_windows))).round().long().clamp(max=len(all_windows) - 1)
     chunk = all_windows[ix]
     return chunk[:, :-1], chunk[:, 1:]

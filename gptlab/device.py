@@ -1,5 +1,9 @@
-"""Where a run executes: CPU or CUDA (bf16 autocast, TF32), chosen with ``--device auto|cpu|cuda``,
-and how many CPU threads it uses.
+"""Where a run executes: CPU or CUDA, chosen with ``--device auto|cpu|cuda``, with what precision, and how many
+CPU threads it uses.
+
+On CUDA, matmuls run under autocast: bf16 on cards that compute it natively (compute capability 8.0 and
+later: A100, H100, RTX 30xx on), fp16 with a gradient scaler on older ones (T4, V100), as nanoGPT does;
+TF32 is allowed for what stays in fp32. The CPU trains in fp32.
 """
 
 from __future__ import annotations
@@ -20,11 +24,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: None on CPU (fp32), bf16 on CUDA cards from compute capability 8.0, else fp16."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; full fp32 on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    dtype = amp_dtype(device)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 (whose small gradients would underflow); a pass-through otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
 
 
 # A training step under this many FLOPs is too small to split across threads: hand-offs cost more than they save

@@ -1,7 +1,14 @@
-"""Rich terminal output shared by the commands: progress bars with rate and ETA."""
+"""What the terminal shows (rich): progress bars, the live view of a grid, and tables that fit the terminal.
+
+The CLI calls the library and hands its results to these functions; nothing here computes a result.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -13,7 +20,12 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from gptlab.results import VariantRow
+    from gptlab.runner import RunEvent
 
 console = Console()
 err_console = Console(stderr=True)
@@ -24,19 +36,163 @@ class RateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.1f} it/s" if speed else "-- it/s", style="cyan")
+        return Text(f"{speed:,.0f} it/s" if speed else "", style="cyan", no_wrap=True)
 
 
-def progress_bar() -> Progress:
+def progress_bar(target: Console | None = None) -> Progress:
     """Description, bar, n/total, it/s, elapsed, ETA and a ``losses`` field for the latest numbers."""
     return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        TextColumn("[bold]{task.description}", table_column=None),
+        BarColumn(bar_width=16),
         MofNCompleteColumn(),
         RateColumn(),
         TimeElapsedColumn(),
-        TextColumn("ETA"),
         TimeRemainingColumn(),
         TextColumn("{task.fields[losses]}"),
-        console=console,
+        console=target or console,
     )
+
+
+class LiveProgress:
+    """A grid's live view: runs done / total with ETA, one line per run in flight (step and loss)."""
+
+    def __init__(self, total: int, target: Console | None = None) -> None:
+        self.bar = progress_bar(target)
+        self.overall = self.bar.add_task("runs", total=total, losses="")
+        self.tasks: dict[str, Any] = {}
+        self.last_val: dict[str, float] = {}
+        self.ended: set[str] = set()
+        self.finished = self.failed = 0
+
+    def __enter__(self) -> LiveProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def __call__(self, event: RunEvent) -> None:
+        if event.kind in ("finished", "failed"):
+            self.end(event)
+            return
+        if event.key in self.ended:
+            return
+        if event.key not in self.tasks:
+            self.tasks[event.key] = self.bar.add_task(f"  {event.label}", total=event.max_iters or None, losses="")
+        if event.val_loss is not None:
+            self.last_val[event.key] = event.val_loss
+        losses = []
+        if event.train_loss is not None:
+            losses.append(f"train {event.train_loss:.3f}")
+        if event.key in self.last_val:
+            losses.append(f"val {self.last_val[event.key]:.3f}")
+        self.bar.update(self.tasks[event.key], completed=event.step, losses="  ".join(losses))
+
+    def end(self, event: RunEvent) -> None:
+        self.ended.add(event.key)
+        if event.kind == "failed":
+            self.failed += 1
+        else:
+            self.finished += 1
+        task = self.tasks.pop(event.key, None)
+        if task is not None:
+            self.bar.remove_task(task)
+        parts = [f"{self.finished} finished"] + ([f"{self.failed} failed"] if self.failed else [])
+        self.bar.update(self.overall, advance=1, losses=", ".join(parts))
+
+
+# -- tables that fit -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Column:
+    """One column of a fitted table: its header, cells, and how readily it is dropped when space is short
+    (higher drops first; 0 never)."""
+
+    header: str
+    cells: list[str]
+    drop: int = 0
+    right: bool = True
+    wraps: bool = False  # a name column may wrap onto several lines; numbers never do
+
+    def width(self) -> int:
+        return max(len(self.header), *(len(c) for c in self.cells)) if self.cells else len(self.header)
+
+
+def fit(columns: list[Column], width: int, padding: int = 3) -> list[Column]:
+    """Drop the most droppable columns until the rest fit ``width`` (wrapping columns count at 16)."""
+    kept = list(columns)
+
+    def needed() -> int:
+        return sum(min(c.width(), 16) if c.wraps else c.width() for c in kept) + padding * len(kept)
+
+    for column in sorted((c for c in columns if c.drop), key=lambda c: -c.drop):
+        if needed() <= width:
+            break
+        kept.remove(column)
+    return kept
+
+
+def fitted_table(columns: list[Column], width: int, title: str | None = None,
+                 caption: str | None = None) -> Table:
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left", caption_justify="left",
+                  pad_edge=False)
+    kept = fit(columns, width)
+    for column in kept:
+        table.add_column(column.header, justify="right" if column.right else "left", no_wrap=not column.wraps,
+                         overflow="fold")
+    for i in range(len(columns[0].cells) if columns else 0):
+        table.add_row(*[c.cells[i] for c in kept])
+    return table
+
+
+def number(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def signed(value: float | None) -> str:
+    return "-" if value is None else format(value, "+.4f")
+
+
+VERDICT_LEGEND = ("Δ = mean − baseline mean; verdict: Welch's t-test over seeds against the baseline, p Holm-adjusted "
+                  "over the variants; n.s. = not significant")
+
+
+def results_table(title: str, rows: Sequence[VariantRow], axes: dict[str, dict[str, str]] | None,
+                  width: int, failed: Sequence[str] = ()) -> Table:
+    """Variants ranked by mean val loss. With ``axes`` (variant -> axis -> value, for a product grid) each
+    varied axis gets its own column instead of the variant's name; ``failed`` lines follow the table."""
+    columns = [Column("#", [str(i) for i in range(1, len(rows) + 1)], drop=4)]
+    if axes:
+        for axis in next(iter(axes.values())):
+            columns.append(Column(axis, [axes[r.variant][axis] for r in rows], right=False))
+        columns.append(Column("", [mark(r) for r in rows], right=False))
+    else:
+        columns.append(Column("variant", [r.variant + mark(r, " ") for r in rows], right=False, wraps=True))
+    columns += [
+        Column("val loss", [number(r.mean, ".4f") if r.runs else ("diverged" if r.diverged else "-") for r in rows]),
+        Column("±std", [number(r.std, ".4f") for r in rows], drop=3),
+        Column("Δ", ["" if r.is_baseline else signed(r.delta) for r in rows]),
+        Column("verdict", [r.verdict for r in rows], right=False),
+        Column("seeds", [f"{r.runs}/{r.seeds}" + (f" ({r.diverged} div)" if r.diverged else "") for r in rows], drop=2),
+        Column("train", [number(r.train_loss, ".3f") for r in rows], drop=5),
+        Column("tok/s", [number(None if r.tokens_per_sec is None else r.tokens_per_sec / 1000, ",.0f") + "k"
+                         if r.tokens_per_sec else "-" for r in rows], drop=6),
+    ]
+    notes = [VERDICT_LEGEND]
+    if any(r.leaks_future for r in rows):
+        notes.append("⚠ = leaks the future (no causal mask): its low loss is not a real result")
+    notes += [f"failed: {line}" for line in failed]
+    return fitted_table(columns, width, title=title, caption="\n".join(notes))
+
+
+def mark(row: VariantRow, before: str = "") -> str:
+    return before + "(baseline)" if row.is_baseline else before + "⚠" if row.leaks_future else ""
+
+
+def rows_table(title: str, headers: list[str], rows: list[list[str]], width: int,
+               drops: dict[str, int] | None = None, wraps: Callable[[str], bool] = lambda h: False) -> Table:
+    """A plain table of text rows, fitted to ``width``."""
+    columns = [Column(h, [r[i] for r in rows], drop=(drops or {}).get(h, 0), right=False, wraps=wraps(h))
+               for i, h in enumerate(headers)]
+    return fitted_table(columns, width, title=title)

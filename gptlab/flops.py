@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from gptlab.config import ModelConfig
+from gptlab.config import ModelConfig, RunConfig
 
 
 def flops_per_token(m: ModelConfig, n_params: int) -> float:
@@ -17,6 +17,16 @@ def flops_per_token(m: ModelConfig, n_params: int) -> float:
     if m.arch == "bigram":
         return 6.0 * n_params
     return 6.0 * n_params + 12.0 * m.n_layer * m.block_size * m.n_embd
+
+
+def run_flops(cfg: RunConfig, n_params: int) -> tuple[float, float]:
+    """A run's training FLOPs and its evaluations' (a forward pass, a third of a step's FLOPs per token, over
+    ``eval_windows`` windows of each split at every evaluation)."""
+    t, m = cfg.train, cfg.model
+    per_token = flops_per_token(m, n_params)
+    evaluations = t.max_iters // t.eval_interval + 1 + (t.max_iters % t.eval_interval > 0)
+    return (per_token * t.max_iters * t.batch_size * m.block_size,
+            per_token / 3 * evaluations * 2 * t.eval_windows * m.block_size)
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:

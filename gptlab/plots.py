@@ -5,6 +5,7 @@ Every function draws measured run records only and writes one PNG; a variant kee
 
 from __future__ import annotations
 
+import io
 import math
 import textwrap
 from pathlib import Path
@@ -17,6 +18,7 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
 
+from gptlab.files import write_if_changed
 from gptlab.record import RunRecord
 from gptlab.stats import Summary
 
@@ -38,8 +40,11 @@ def wrap(name: str) -> str:
 
 
 def save(fig: Figure, path: Path) -> Path:
+    """Render to PNG and write it only if the image changed (matplotlib's PNGs carry no date)."""
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    write_if_changed(path, buffer.getvalue())
     return path
 
 
@@ -150,5 +155,6 @@ def attention_grid(maps: list[tuple[str, dict[str, Any]]], labels: dict[str, str
     first = maps[0][1]
     prompt = repr(first["prompt"][:40]) + (" ..." if len(first["prompt"]) > 40 else "")
     fig.suptitle(f"Attention of layer {first.get('layer', 0)}, head {first.get('head', 0)} on {prompt}", fontsize=11)
+    assert image is not None
     fig.colorbar(image, ax=list(axes[: len(maps)]), shrink=0.8, label="attention weight (square-root scale)")
     return save(fig, path)

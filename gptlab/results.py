@@ -1,98 +1,349 @@
-"""Run records as a pandas DataFrame (one row per run), and the per-variant summary across seeds.
+"""The results of grids: one loader of a grid folder's run records, one per-variant summary (for the terminal
+table, the reports and notebooks), and the tidy tables other tools read (results.csv, curves.csv).
 
-``load("reports/residuals")`` or ``load("reports")`` is the one way in, for the CLI, the reports and notebooks.
+In a notebook::
+
+    from gptlab import results
+    runs = results.load("reports/residuals")     # one row per run, with the config values as columns
+    results.summary(runs)                        # per variant: mean, std, min, max, delta, p-value, verdict
+    results.curves("reports/residuals")          # one row per evaluation of every run
 """
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
-import pandas as pd
-
+from gptlab.claims import ClaimResult, evaluate
+from gptlab.config import RunConfig
 from gptlab.errors import GptlabError
+from gptlab.files import write_if_changed
 from gptlab.grid import Grid
-from gptlab.record import load_record, write_atomic
+from gptlab.record import RecordError, RunRecord, load_record
+from gptlab.stats import compare_to_baseline, summarize
 
-COLUMNS = [
-    "grid", "variant", "seed", "key", "status", "final_val_loss", "best_val_loss", "final_train_loss", "diverged_at",
-    "params", "tokens_per_sec", "wall_time", "device", "torch_version", "gptlab_version", "git_commit",
+if TYPE_CHECKING:
+    import pandas as pd
+
+RUN_COLUMNS = [
+    "grid", "scale", "variant", "is_baseline", "leaks_future", "seed", "key", "status", "final_val_loss", "best_val_loss",
+    "final_train_loss", "diverged_at", "params", "tokens_per_sec", "wall_time", "device", "torch_version",
+    "gptlab_version", "git_commit", "git_dirty", "created",
 ]
-SUMMARY_COLUMNS = [
-    "variant", "runs", "mean", "std", "min", "max", "delta", "diverged", "train_loss", "params", "tokens_per_sec",
-]
+CURVE_COLUMNS = ["grid", "scale", "variant", "seed", "key", "step", "train_loss", "val_loss", "lr", "elapsed"]
 
 
-def grid_dirs(path: Path) -> list[Path]:
-    """``path`` itself when it is one grid's folder, else every grid folder inside it."""
-    if (path / "runs").is_dir() or (path / "grid.json").is_file():
+@dataclass
+class GridRuns:
+    """One grid folder: what grid.json says was run, the records of those runs, and every file not used."""
+
+    folder: Path
+    grid: Grid
+    provenance: dict[str, Any]      # grid.json's gptlab_version, git_commit, device, created
+    records: list[RunRecord]        # one per (variant, seed) of the grid, as far as finished
+    skipped: list[str] = field(default_factory=list)  # "<file>: <why it was not used>"
+
+    def runs_of(self, variant: str) -> list[RunRecord]:
+        return sorted((r for r in self.records if r.variant == variant), key=lambda r: r.seed)
+
+    def missing(self) -> list[str]:
+        done = {(r.variant, r.seed) for r in self.records}
+        return [f"{name} (seed {seed})" for name in self.grid.variant_names for seed in self.grid.seeds
+                if (name, seed) not in done]
+
+    def finished_losses(self) -> dict[str, list[float]]:
+        return {name: [r.final_val_loss for r in finished(self.runs_of(name)) if r.final_val_loss is not None]
+                for name in self.grid.variant_names}
+
+    def varied_keys(self) -> set[str]:
+        """Dotted keys whose value differs between variants."""
+        variants = self.grid.variants
+        keys = {k for v in variants for k in v.overrides}
+        return {k for k in keys if len({json.dumps(v.overrides.get(k)) for v in variants}) > 1}
+
+    def leaks_future(self, variant: str) -> bool:
+        """From the config (not the name): a component variant that lets a position read later tokens."""
+        chosen = next(v for v in self.grid.variants if v.name == variant)
+        return leaks_future(self.grid.config(chosen, self.grid.seeds[0]).model)
+
+    def leaking(self) -> set[str]:
+        return {name for name in self.grid.variant_names if self.leaks_future(name)}
+
+    def claim_results(self) -> list[ClaimResult]:
+        return evaluate(self.grid.claims, self.finished_losses(), self.grid.baseline)
+
+
+def leaks_future(model_cfg: Any) -> bool:
+    from gptlab.components import REGISTRIES
+
+    return any(registry.get(getattr(model_cfg, name)).leaks_future for name, registry in REGISTRIES.items())
+
+
+def finished(runs: Sequence[RunRecord]) -> list[RunRecord]:
+    return [r for r in runs if r.status == "done" and r.final_val_loss is not None]
+
+
+def is_grid_folder(path: Path) -> bool:
+    return (path / "grid.json").is_file()
+
+
+def grid_folders(path: Path) -> list[Path]:
+    """``path`` itself when it is one grid's folder, else every grid folder inside it (sorted by name)."""
+    if not path.is_dir():
+        raise GptlabError(f"{path}: no such folder of results")
+    if is_grid_folder(path):
         return [path]
-    return sorted(p for p in path.iterdir() if p.is_dir() and (p / "runs").is_dir())
+    return sorted(p for p in path.iterdir() if p.is_dir() and is_grid_folder(p))
 
 
-def current_keys(grid_dir: Path) -> set[str] | None:
-    """The keys of the runs grid.json describes (the last ``ablate`` of this folder); None without one."""
+def read_manifest(folder: Path) -> tuple[Grid, dict[str, Any]]:
+    path = folder / "grid.json"
     try:
-        grid = Grid.from_manifest(json.loads((grid_dir / "grid.json").read_text()))
-        return {spec.key for spec in grid.runs()}
-    except (OSError, ValueError, KeyError, TypeError, GptlabError):
-        return None
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GptlabError(f"{path}: missing; a grid folder is written by `gptlab ablate <grid.yaml>`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise GptlabError(f"{path}: not valid JSON ({err}); rerun `gptlab ablate` for this grid") from None
+    grid = Grid.from_manifest(raw, str(path))
+    provenance = {k: raw.get(k) for k in ("gptlab_version", "git_commit", "git_dirty", "device", "created")}
+    return grid, provenance
 
 
-def grid_rows(grid_dir: Path, current_only: bool) -> list[dict]:
-    keys = current_keys(grid_dir) if current_only else None
-    rows = []
-    for path in sorted((grid_dir / "runs").glob("*.json")):
+def load_grid_runs(folder: str | Path) -> GridRuns:
+    """Read a grid folder: grid.json and the records of the runs it describes. A record that cannot be used
+    (corrupt, another schema, another grid's or variant's, an earlier invocation's) becomes one line in
+    ``skipped``; a grid.json that cannot be read is a one-line GptlabError."""
+    folder = Path(folder)
+    grid, provenance = read_manifest(folder)
+    expected = {spec.key: spec for spec in grid.runs()}
+    runs = GridRuns(folder, grid, provenance, [])
+    for path in sorted((folder / "runs").glob("*.json")):
+        where = path.relative_to(folder).as_posix()
         try:
             record = load_record(path)
-        except (OSError, ValueError, TypeError):
+        except (OSError, RecordError) as err:
+            runs.skipped.append(f"{where}: {err}; skipped")
             continue
-        if keys is None or record.key in keys:
-            rows.append({column: getattr(record, column) for column in COLUMNS})
-    return rows
+        spec = expected.get(record.key)
+        if spec is None:
+            runs.skipped.append(f"{where}: {record.variant!r} seed {record.seed}, a config grid.json does not "
+                                "describe (an earlier `gptlab ablate` of this folder); skipped")
+        elif (record.grid, record.variant, record.seed) != (spec.grid, spec.variant, spec.seed):
+            runs.skipped.append(f"{where}: names {record.grid!r} {record.variant!r} seed {record.seed}, where this "
+                                f"grid has {spec.variant!r} seed {spec.seed}; skipped")
+        else:
+            runs.records.append(record)
+    return runs
+
+
+@dataclass(frozen=True)
+class VariantRow:
+    """One variant's line of the results table: its runs over seeds against the baseline."""
+
+    variant: str
+    is_baseline: bool
+    leaks_future: bool
+    runs: int                 # finished runs (diverged ones are counted apart)
+    seeds: int                # seeds the grid asks for
+    diverged: int
+    diverged_at: list[int]
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    delta: float | None       # mean - baseline mean
+    p_value: float | None     # Holm-adjusted over the variants compared
+    significant: bool
+    verdict: str
+    train_loss: float | None
+    params: int | None
+    tokens_per_sec: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunNumbers:
+    """What the summary needs of one run (from a record or a row of ``load``'s table)."""
+
+    status: str
+    final_val_loss: float | None
+    final_train_loss: float | None
+    tokens_per_sec: float
+    params: int
+    diverged_at: int | None
+
+
+def none_if_nan(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def variant_rows(runs_by_variant: dict[str, list[RunNumbers]], baseline: str, seeds: int,
+                 leaking: set[str]) -> list[VariantRow]:
+    """The one per-variant summary, ranked by mean final val loss (variants without a finished run last).
+    A variant that leaks the future is not compared: its low loss is not a result."""
+    done = {name: [r for r in runs if r.status == "done" and r.final_val_loss is not None]
+            for name, runs in runs_by_variant.items()}
+    losses = {name: [r.final_val_loss for r in runs if r.final_val_loss is not None] for name, runs in done.items()}
+    compared = compare_to_baseline({n: v for n, v in losses.items() if n not in leaking}, baseline)
+    rows = []
+    for name, runs in runs_by_variant.items():
+        fin = done[name]
+        stats = summarize(losses[name]) if fin else None
+        comparison = compared.get(name)
+        rows.append(VariantRow(
+            variant=name, is_baseline=name == baseline, leaks_future=name in leaking, runs=len(fin), seeds=seeds,
+            diverged=len(runs) - len(fin), diverged_at=sorted(r.diverged_at for r in runs if r.diverged_at is not None),
+            mean=stats.mean if stats else None, std=none_if_nan(stats.std) if stats else None,
+            min=stats.min if stats else None, max=stats.max if stats else None,
+            delta=comparison.delta if comparison else None,
+            p_value=comparison.p_value if comparison else None,
+            significant=comparison.significant if comparison else False,
+            verdict=verdict(name, baseline, runs, fin, losses.get(baseline), leaking, comparison),
+            train_loss=summarize([r.final_train_loss for r in fin if r.final_train_loss is not None]).mean
+            if fin else None,
+            params=runs[0].params if runs else None,
+            tokens_per_sec=summarize([r.tokens_per_sec for r in fin]).mean if fin else None,
+        ))
+    return sorted(rows, key=lambda r: (r.mean is None, r.mean or 0.0))
+
+
+def verdict(name: str, baseline: str, runs: list[RunNumbers], done: list[RunNumbers],
+            base_losses: list[float] | None, leaking: set[str], comparison: Any) -> str:
+    if name == baseline:
+        return "baseline"
+    if name in leaking:
+        return "leaks the future"
+    if not runs:
+        return "not run yet"
+    if not done:
+        return "diverged"
+    if not base_losses:
+        return "baseline not run"
+    return str(comparison.verdict)
+
+
+def summarize_grid(grid_runs: GridRuns) -> list[VariantRow]:
+    """The ranked table of a grid folder."""
+    grid = grid_runs.grid
+    runs = {name: [numbers(r) for r in grid_runs.runs_of(name)] for name in grid.variant_names}
+    return variant_rows(runs, grid.baseline, len(grid.seeds), grid_runs.leaking())
+
+
+def numbers(record: RunRecord) -> RunNumbers:
+    return RunNumbers(record.status, record.final_val_loss, record.final_train_loss, record.tokens_per_sec,
+                      record.params, record.diverged_at)
+
+
+# -- pandas tables -------------------------------------------------------------------------------------------
+
+
+def config_columns(record: RunRecord) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, values in record.config.items() for key, value in values.items()}
+
+
+def run_row(grid_runs: GridRuns, record: RunRecord) -> dict[str, Any]:
+    row = {column: getattr(record, column, None) for column in RUN_COLUMNS}
+    row.update(grid=grid_runs.grid.name, scale=grid_runs.grid.scale,
+               is_baseline=record.variant == grid_runs.grid.baseline,
+               leaks_future=leaks_future(RunConfig.from_dict(record.config).model))
+    return {**row, **config_columns(record)}
 
 
 def load(path: str | Path, current_only: bool = True) -> pd.DataFrame:
-    """One row per finished run under ``path`` (a grid folder or a folder of grids), columns ``COLUMNS``.
+    """One row per finished run under ``path`` (a grid folder or a folder of grids): ``RUN_COLUMNS``, then
+    every config field as a column (``model.n_layer``, ...).
 
-    With ``current_only`` a grid's rows are the runs its grid.json describes; records left from an earlier
-    invocation (another ``--set``, seeds or variants) stay on disk but are left out. Unreadable files are skipped.
+    With ``current_only`` a grid's rows are the runs its grid.json describes; with ``current_only=False`` every
+    readable record in its runs/ folder (earlier invocations' too). Unreadable files are left out.
     """
-    path = Path(path)
-    if not path.is_dir():
-        raise GptlabError(f"{path}: no such folder of results")
-    rows = [row for d in grid_dirs(path) for row in grid_rows(d, current_only)]
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    return frame.sort_values(["grid", "variant", "seed"], kind="stable", ignore_index=True)
+    import pandas as pd
+
+    frames = []
+    for folder in grid_folders(Path(path)):
+        grid_runs = load_grid_runs(folder)
+        frames.append(runs_table(grid_runs, grid_runs.records if current_only else readable_records(folder)))
+    if not frames:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    return pd.concat(frames, ignore_index=True).sort_values(["grid", "variant", "seed"], kind="stable",
+                                                            ignore_index=True)
+
+
+def runs_table(grid_runs: GridRuns, records: Sequence[RunRecord] | None = None) -> pd.DataFrame:
+    """One row per run of one grid folder (its current runs unless ``records`` are given)."""
+    import pandas as pd
+
+    rows = [run_row(grid_runs, record) for record in (grid_runs.records if records is None else records)]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=RUN_COLUMNS)
+
+
+def readable_records(folder: Path) -> list[RunRecord]:
+    records = []
+    for path in sorted((folder / "runs").glob("*.json")):
+        try:
+            records.append(load_record(path))
+        except (OSError, RecordError):
+            continue
+    return records
 
 
 def summary(runs: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
-    """One row per variant, ranked by mean final val loss: spread across seeds and delta vs ``baseline``.
+    """Per variant of one grid's runs (``load``'s table): the same numbers and verdicts as the reports.
 
-    Diverged runs count in ``runs`` and ``diverged`` but not in the loss statistics.
+    The baseline is the grid's own unless named; a name that is no variant of these runs is an error.
     """
+    import pandas as pd
+
+    columns = [f.name for f in VariantRow.__dataclass_fields__.values()]
     if runs.empty:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    grouped = runs.groupby("variant", sort=False)
-    loss = grouped["final_val_loss"]
-    table = pd.DataFrame({
-        "runs": grouped.size(),
-        "mean": loss.mean(),
-        "std": loss.std(),
-        "min": loss.min(),
-        "max": loss.max(),
-        "diverged": grouped["status"].apply(lambda s: int((s == "diverged").sum())),
-        "train_loss": grouped["final_train_loss"].mean(),
-        "params": grouped["params"].max(),
-        "tokens_per_sec": grouped["tokens_per_sec"].mean(),
-    })
-    reference = table["mean"].get(baseline, float("nan")) if baseline is not None else float("nan")
-    table["delta"] = table["mean"] - reference
-    table = table.sort_values("mean", na_position="last", kind="stable").reset_index(names="variant")
-    return table[SUMMARY_COLUMNS]
+        return pd.DataFrame(columns=columns)
+    if runs["grid"].nunique() > 1:
+        raise GptlabError(f"summary compares the variants of one grid; these runs come from "
+                          f"{', '.join(sorted(runs['grid'].unique()))} (select one: runs[runs.grid == NAME])")
+    variants = list(dict.fromkeys(runs["variant"]))
+    if baseline is None:
+        marked = sorted(set(runs.loc[runs["is_baseline"].astype(bool), "variant"]))
+        if len(marked) != 1:
+            raise GptlabError("these runs do not name one baseline; give summary(runs, baseline=VARIANT)")
+        baseline = marked[0]
+    if baseline not in variants:
+        raise GptlabError(f"baseline {baseline!r} is not a variant of these runs; choose one of: {'; '.join(variants)}")
+    by_variant = {name: [RunNumbers(r.status, none_if_nan(r.final_val_loss), none_if_nan(r.final_train_loss),
+                                    r.tokens_per_sec, int(r.params), none_if_nan(r.diverged_at))
+                         for r in runs[runs["variant"] == name].itertuples()] for name in variants}
+    seeds = int(runs.groupby("variant")["seed"].nunique().max())
+    leaking = set(runs.loc[runs["leaks_future"].astype(bool), "variant"])
+    return pd.DataFrame([row.to_dict() for row in variant_rows(by_variant, baseline, seeds, leaking)], columns=columns)
 
 
-def write_csv(runs: pd.DataFrame, path: str | Path) -> Path:
-    path = Path(path)
-    write_atomic(path, runs.to_csv(index=False))
-    return path
+def curves(path: str | Path) -> pd.DataFrame:
+    """Every evaluation of every current run under ``path``: one row per (run, step), ``CURVE_COLUMNS``."""
+    import pandas as pd
+
+    rows = [row for folder in grid_folders(Path(path)) for row in curve_rows(load_grid_runs(folder))]
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def write_tables(grid_runs: GridRuns) -> list[Path]:
+    """``results.csv`` (one row per run, config values as columns) and ``curves.csv`` (one row per evaluation)
+    in the grid's folder, each written only when its content changes; returns the files written."""
+    import pandas as pd
+
+    tables = {"results.csv": runs_table(grid_runs),
+              "curves.csv": pd.DataFrame(curve_rows(grid_runs), columns=CURVE_COLUMNS)}
+    return [grid_runs.folder / name for name, table in tables.items()
+            if write_if_changed(grid_runs.folder / name, table.to_csv(index=False))]
+
+
+def curve_rows(grid_runs: GridRuns) -> list[dict[str, Any]]:
+    grid = grid_runs.grid
+    rows = []
+    for record in sorted(grid_runs.records, key=lambda r: (grid.variant_names.index(r.variant), r.seed)):
+        for point in record.history:
+            rows.append({"grid": grid.name, "scale": grid.scale, "variant": record.variant, "seed": record.seed,
+                         "key": record.key, **{k: point.get(k) for k in CURVE_COLUMNS[5:]}})
+    return rows

@@ -1,6 +1,11 @@
-"""Runs a grid's runs behind a small Executor interface; each run's record is saved atomically as it ends.
+"""Runs a grid: its runs (or its seed groups) go to an Executor, and each run's record is saved atomically the
+moment it ends, so a killed grid loses only the runs in flight and the same command resumes.
 
-Resume is free: a run whose record exists is skipped, so a killed grid loses only the runs in flight.
+``run_grid`` is the library call (the CLI's ``ablate`` is a thin wrapper around it)::
+
+    from gptlab.grid import load_grid
+    from gptlab.runner import run_grid
+    outcome = run_grid(load_grid("ablations/residuals.yaml"), "reports", jobs=2)
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ import math
 import multiprocessing
 import os
 import queue
+import signal
 import subprocess
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -24,22 +30,25 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from gptlab import __version__
-from gptlab.data import PROJECT_ROOT, Corpus
-from gptlab.display import progress_bar
+from gptlab.data import Corpus
+from gptlab.errors import one_line
+from gptlab.files import PROJECT_ROOT, write_if_changed
 from gptlab.grid import Grid, RunSpec
-from gptlab.record import RunRecord, load_record, save_record, write_atomic
-from gptlab.sampling import attention_map, generate_text
+from gptlab.group import solo_reason, train_group
+from gptlab.locks import Locks, describe, lock_path
+from gptlab.record import RecordError, RunRecord, load_record, save_record
+from gptlab.model import GPT
+from gptlab.sampling import SAMPLE_SEED, SAMPLE_TOKENS, attention_map, generate_text, sample_prompt
 from gptlab.train import Progress, TrainResult, train
 
 PROGRESS_INTERVAL_S = 0.25
-SAMPLE_PROMPT, SAMPLE_TOKENS, SAMPLE_SEED = "\n", 300, 1337
 
 
 @dataclass
 class RunEvent:
-    """What an executor reports: a run started, made progress, finished (done/diverged) or failed."""
+    """What a run reports: it started, made progress, finished (done/diverged), failed, or is held elsewhere."""
 
-    kind: str  # "start" | "progress" | "finished" | "failed"
+    kind: str  # "start" | "progress" | "finished" | "failed" | "held"
     key: str
     label: str
     step: int = 0
@@ -47,32 +56,61 @@ class RunEvent:
     train_loss: float | None = None
     val_loss: float | None = None
     status: str | None = None  # "done" or "diverged", for "finished"
-    error: str | None = None  # one line, for "failed"
+    error: str | None = None  # one line, for "failed" (and who holds the run, for "held")
 
 
 OnEvent = Callable[[RunEvent], None]
 
 
+@dataclass(frozen=True)
+class Job:
+    """What one worker trains at once: one run, or the seeds of one variant as one stacked model."""
+
+    specs: tuple[RunSpec, ...]
+    note: str = ""  # why these runs train together, or why this one trains alone
+
+
+OnDone = Callable[[Job, "list[RunRecord] | None", "str | None"], None]  # the records, or a one-line error
+
+
 class Executor(Protocol):
-    """Runs a list of runs, saving each run's record under ``runs_dir`` and reporting through ``on_event``.
+    """Trains jobs: reports progress through ``on_event`` and hands each finished job's records (or its
+    one-line error) to ``on_done``, which saves them; one job's failure does not stop the others."""
 
-    It must save a record the moment its run ends (``execute`` does that), report a run that raises as
-    "failed" and go on with the others. A Ray executor would plug in here unchanged for the caller: wrap
-    ``execute`` in ``ray.remote(num_gpus=1)`` (or ``num_cpus``), submit one task per spec, send progress
-    through a Ray queue or actor in place of the multiprocessing queue, and turn each finished ``ObjectRef``
-    into a "finished" or "failed" event; records land on a shared filesystem, so resume works the same.
-    """
-
-    def run(self, specs: Sequence[RunSpec], runs_dir: Path, on_event: OnEvent) -> None: ...
+    def run(self, jobs: Sequence[Job], on_event: OnEvent, on_done: OnDone) -> None: ...
 
 
 def label(spec: RunSpec) -> str:
     return f"{spec.variant} · seed {spec.seed}"
 
 
-def one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+def plan_jobs(specs: Sequence[RunSpec], group_seeds: bool) -> list[Job]:
+    """Runs that differ only in their seed form one group (when ``group_seeds``); the rest train alone, each
+    with the reason."""
+    if not group_seeds:
+        return [Job((spec,), "alone (grouping off)") for spec in specs]
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        unseeded = copy.deepcopy(spec.config)
+        unseeded.train.seed = 0
+        groups.setdefault(f"{spec.variant}\0{unseeded.key()}", []).append(spec)
+    jobs = []
+    for members in groups.values():
+        reason = solo_reason(members[0].config)
+        if len(members) == 1:
+            jobs.append(Job((members[0],), "alone (one seed to run)"))
+        elif reason:
+            jobs += [Job((spec,), f"alone ({reason})") for spec in members]
+        else:
+            jobs.append(Job(tuple(members), f"group of {len(members)} seeds"))
+    return jobs
+
+
+def default_grouping(device: str) -> bool:
+    """Group seeds by default where it is faster: on CUDA (one launch sequence for every seed)."""
+    from gptlab.device import resolve_device
+
+    return resolve_device(device).type == "cuda"
 
 
 @functools.lru_cache(maxsize=4)
@@ -81,13 +119,18 @@ def cached_corpus(path: str, train_fraction: float) -> Corpus:
 
 
 @functools.lru_cache(maxsize=1)
-def git_commit() -> str:
+def git_state() -> tuple[str, bool | None]:
+    """The checkout's commit and whether its code has uncommitted changes (("unknown", None) outside git)."""
     try:
-        out = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10)
+        head = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no",
+                                 "--", "gptlab"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
+        return "unknown", None
+    if head.returncode or status.returncode:
+        return "unknown", None
+    return head.stdout.strip(), bool(status.stdout.strip())
 
 
 def device_name(device: str) -> str:
@@ -100,73 +143,96 @@ def finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def build_record(spec: RunSpec, corpus: Corpus, result: TrainResult, config: dict[str, Any]) -> RunRecord:
-    diverged = result.diverged_at is not None
-    history = [{k: finite(v) for k, v in row.items()} for row in result.history]
+def looks(spec: RunSpec, corpus: Corpus, result: TrainResult) -> tuple[str, dict[str, Any]]:
+    """A finished run's sample and first head's attention map; decoration: a failure here is noted, not fatal."""
+    if result.diverged_at is not None:
+        return "", {}
     extra: dict[str, Any] = {}
-    sample = ""
-    if not diverged:
-        sample = generate_text(result.model, corpus.tokenizer, SAMPLE_PROMPT, SAMPLE_TOKENS, seed=SAMPLE_SEED)
-        if spec.config.model.arch == "gpt":
-            prompt = corpus.tokenizer.decode(corpus.val[: spec.config.model.block_size].tolist())
-            weights = attention_map(result.model, corpus.tokenizer, prompt, layer=0, head=0)
-            extra["attention"] = {"prompt": prompt, "layer": 0, "head": 0, "weights": weights}
+    try:
+        prompt = sample_prompt(corpus.tokenizer)
+        sample = generate_text(result.model, corpus.tokenizer, prompt, SAMPLE_TOKENS, seed=SAMPLE_SEED)
+        extra["sample_prompt"] = prompt
+        if isinstance(result.model, GPT):
+            window = corpus.tokenizer.decode(corpus.val[: spec.config.model.block_size].tolist())
+            weights = attention_map(result.model, corpus.tokenizer, window, layer=0, head=0)
+            extra["attention"] = {"prompt": window, "layer": 0, "head": 0, "weights": weights}
+    except Exception as err:  # a sample is decoration: the run's numbers are kept whatever happens here
+        return "", {"sample_error": one_line(err)}
+    return sample, extra
+
+
+def build_record(spec: RunSpec, corpus: Corpus, result: TrainResult) -> RunRecord:
+    history = [{k: finite(v) for k, v in row.items()} for row in result.history]
+    sample, extra = looks(spec, corpus, result)
+    commit, dirty = git_state()
     return RunRecord(
-        key=spec.key, grid=spec.grid, variant=spec.variant, seed=spec.seed, config=config,
-        status="diverged" if diverged else "done",
+        key=spec.key, grid=spec.grid, variant=spec.variant, seed=spec.seed, config=spec.config.to_dict(),
+        status="diverged" if result.diverged_at is not None else "done",
         final_val_loss=finite(result.final_val_loss), best_val_loss=finite(result.best_val_loss),
         final_train_loss=finite(result.final_train_loss), diverged_at=result.diverged_at, history=history,
         params=result.model.num_params(), tokens_per_sec=result.tokens_per_sec, wall_time=result.wall_time,
         device=device_name(result.device), torch_version=torch.__version__, gptlab_version=__version__,
-        git_commit=git_commit(), sample=sample, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        extra=extra,
+        git_commit=commit, git_dirty=dirty, sample=sample,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), extra={**extra, **result.extra},
     )
 
 
-def execute(spec: RunSpec, runs_dir: Path, emit: OnEvent) -> str:
-    """Train one run, save its record atomically, return its status; progress goes to ``emit``."""
-    cfg = copy.deepcopy(spec.config)
-    corpus = cached_corpus(cfg.data.path, cfg.data.train_fraction)
-    name = label(spec)
-    emit(RunEvent("start", spec.key, name, max_iters=cfg.train.max_iters))
-    last_sent = [0.0]
+def execute_job(job: Job, emit: OnEvent, text: str | None = None) -> list[RunRecord]:
+    """Train a job (one run, or a group of seeds as one stacked model) and return each run's record;
+    progress goes to ``emit``. ``text`` is the corpus, where the worker cannot read ``data.path`` itself."""
+    cfgs = [copy.deepcopy(spec.config) for spec in job.specs]
+    data = cfgs[0].data
+    corpus = Corpus.from_text(text, data.train_fraction) if text is not None else cached_corpus(data.path, data.train_fraction)
+    last_sent = [0.0] * len(cfgs)
+    for spec, cfg in zip(job.specs, cfgs):
+        emit(RunEvent("start", spec.key, label(spec), max_iters=cfg.train.max_iters))
 
-    def on_progress(p: Progress) -> None:
+    def on_progress(member: int, p: Progress) -> None:
         now = time.monotonic()
-        if p.val_loss is not None or p.step == p.max_iters or now - last_sent[0] >= PROGRESS_INTERVAL_S:
-            last_sent[0] = now
-            emit(RunEvent("progress", spec.key, name, p.step, p.max_iters, p.train_loss, p.val_loss))
+        if p.val_loss is not None or p.step == p.max_iters or now - last_sent[member] >= PROGRESS_INTERVAL_S:
+            last_sent[member] = now
+            spec = job.specs[member]
+            emit(RunEvent("progress", spec.key, label(spec), p.step, p.max_iters, p.train_loss, p.val_loss))
 
-    result = train(cfg, corpus, on_progress)
-    record = build_record(spec, corpus, result, cfg.to_dict())
-    save_record(runs_dir, record)
-    return record.status
+    if len(cfgs) == 1:
+        results = [train(cfgs[0], corpus, lambda p: on_progress(0, p))]
+    else:
+        results = train_group(cfgs, corpus, on_progress)
+    return [build_record(spec, corpus, result) for spec, result in zip(job.specs, results)]
 
 
 def record_path(runs_dir: Path, key: str) -> Path:
     return runs_dir / f"{key}.json"
 
 
-def is_finished(runs_dir: Path, key: str) -> bool:
-    """A readable record exists (records are written atomically, so a present file is a whole one)."""
+def is_finished(runs_dir: Path, spec: RunSpec) -> bool:
+    """A usable record of exactly this run exists (records are written atomically: a present file is whole)."""
     try:
-        load_record(record_path(runs_dir, key))
-    except (OSError, ValueError, TypeError):
+        record = load_record(record_path(runs_dir, spec.key))
+    except (OSError, RecordError):
         return False
-    return True
+    return (record.grid, record.variant, record.seed) == (spec.grid, spec.variant, spec.seed)
 
 
 def to_run(specs: Sequence[RunSpec], runs_dir: Path, force: bool) -> list[RunSpec]:
-    return list(specs) if force else [s for s in specs if not is_finished(runs_dir, s.key)]
+    return list(specs) if force else [s for s in specs if not is_finished(runs_dir, s)]
 
 
-def write_manifest(grid: Grid, grid_dir: Path, device: str) -> Path:
-    """grid.json: what the grid runs plus where and with what code it ran."""
-    manifest = {**grid.manifest(), "gptlab_version": __version__, "git_commit": git_commit(),
-                "device": device_name(device), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+def write_manifest(grid: Grid, grid_dir: Path, device: str, trained: bool) -> bool:
+    """grid.json: what the grid runs, plus where and with what code its runs were last trained. Provenance is
+    renewed only when runs are trained; a grid whose description is unchanged leaves the file untouched.
+    Returns whether it wrote."""
     path = grid_dir / "grid.json"
-    write_atomic(path, json.dumps(manifest, indent=1))
-    return path
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    commit, dirty = git_state()
+    provenance = {"gptlab_version": __version__, "git_commit": commit, "git_dirty": dirty,
+                  "device": device_name(device), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if not trained and isinstance(old, dict) and all(k in old for k in provenance):
+        provenance = {k: old[k] for k in provenance}
+    return write_if_changed(path, json.dumps({**grid.manifest(), **provenance}, indent=1))
 
 
 # -- local processes ---------------------------------------------------------------------------------------
@@ -184,6 +250,7 @@ def _watch_parent(parent: int) -> None:
 def _init_worker(events: Any, threads: int, parent: int, slots: Any) -> None:
     global _events
     _events = events
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
     torch.set_num_threads(threads)
     slot = slots.get()
     if torch.cuda.is_available() and torch.cuda.device_count() > 1:
@@ -191,8 +258,8 @@ def _init_worker(events: Any, threads: int, parent: int, slots: Any) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
-def _execute_in_worker(spec: RunSpec, runs_dir: Path) -> str:
-    return execute(spec, runs_dir, _events.put)
+def _execute_in_worker(job: Job) -> list[RunRecord]:
+    return execute_job(job, _events.put)
 
 
 def available_cores() -> int:
@@ -201,33 +268,41 @@ def available_cores() -> int:
 
 class LocalProcessExecutor:
     """``jobs`` spawned worker processes on this machine; the CPU cores are split between them, and with
-    several GPUs each worker takes its own (worker i on GPU i mod count)."""
+    several GPUs each worker takes its own (worker i on GPU i mod count). An interrupt terminates them."""
 
     def __init__(self, jobs: int = 1, cores: int | None = None) -> None:
         self.jobs = max(1, jobs)
         self.threads = max(1, (cores or available_cores()) // self.jobs)
 
-    def run(self, specs: Sequence[RunSpec], runs_dir: Path, on_event: OnEvent) -> None:
-        if not specs:
+    def run(self, jobs: Sequence[Job], on_event: OnEvent, on_done: OnDone) -> None:
+        if not jobs:
             return
         context = multiprocessing.get_context("spawn")
         events, slots = context.Queue(), context.Queue()
         for slot in range(self.jobs):
             slots.put(slot)
-        with ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_init_worker,
-                                 initargs=(events, self.threads, os.getpid(), slots)) as pool:
-            futures = {pool.submit(_execute_in_worker, spec, runs_dir): spec for spec in specs}
-            pending: set[Future[str]] = set(futures)
-            try:
-                while pending:
-                    done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-                    drain(events, on_event)
-                    for future in done:
-                        report_outcome(futures[future], future, on_event)
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-        drain(events, on_event)
+        pool = ProcessPoolExecutor(min(self.jobs, len(jobs)), mp_context=context, initializer=_init_worker,
+                                   initargs=(events, self.threads, os.getpid(), slots))
+        try:
+            futures = {pool.submit(_execute_in_worker, job): job for job in jobs}
+            pending: set[Future[list[RunRecord]]] = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                drain(events, on_event)
+                for future in done:
+                    try:
+                        records = future.result()
+                    except Exception as err:  # a job that raises is reported as failed, and the grid goes on
+                        on_done(futures[future], None, one_line(err))
+                    else:
+                        on_done(futures[future], records, None)
+            drain(events, on_event)
+        except BaseException:
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()  # interrupt means stop now: what finished is saved, the rest is dropped
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
 
 
 def drain(events: Any, on_event: OnEvent) -> None:
@@ -238,63 +313,95 @@ def drain(events: Any, on_event: OnEvent) -> None:
             return
 
 
-def report_outcome(spec: RunSpec, future: Future[str], on_event: OnEvent) -> None:
-    try:
-        status = future.result()
-    except Exception as err:  # any run's failure is reported, and the grid goes on
-        on_event(RunEvent("failed", spec.key, label(spec), error=one_line(err)))
-        return
-    on_event(RunEvent("finished", spec.key, label(spec), status=status))
+# -- the library call --------------------------------------------------------------------------------------
 
 
-# -- what the caller sees ----------------------------------------------------------------------------------
+@dataclass
+class GridOutcome:
+    """What ``run_grid`` planned and did: runs already done, the jobs trained, and each run's outcome."""
+
+    specs: list[RunSpec]
+    todo: list[RunSpec]
+    jobs: list[Job]
+    finished: dict[str, str] = field(default_factory=dict)  # key -> "done" | "diverged"
+    failed: dict[str, str] = field(default_factory=dict)    # key -> one-line reason
+    held: dict[str, str] = field(default_factory=dict)      # key -> who holds it (another process trains it)
 
 
-class LiveProgress:
-    """A rich display: overall runs done / total with ETA, one line per run in flight (step and loss).
+class Driver:
+    """Saves what an executor hands back and keeps the outcome: each record is written atomically the
+    moment its job returns, then the run's lock is released and its end is reported."""
 
-    Also collects the outcome: ``finished`` (key -> status) and ``failed`` (key -> one-line reason).
+    def __init__(self, runs_dir: Path, locks: Locks, outcome: GridOutcome, on_event: OnEvent | None) -> None:
+        self.runs_dir, self.locks, self.outcome, self.then = runs_dir, locks, outcome, on_event
+
+    def event(self, event: RunEvent) -> None:
+        self.locks.heartbeat()
+        if self.then is not None:
+            self.then(event)
+
+    def done(self, job: Job, records: list[RunRecord] | None, error: str | None) -> None:
+        for i, spec in enumerate(job.specs):
+            if records is not None:
+                save_record(self.runs_dir, records[i])
+                self.outcome.finished[spec.key] = records[i].status
+                event = RunEvent("finished", spec.key, label(spec), status=records[i].status)
+            else:
+                self.outcome.failed[spec.key] = error or "failed"
+                event = RunEvent("failed", spec.key, label(spec), error=error)
+            self.locks.release(spec.key)
+            self.event(event)
+
+
+def claim(jobs: list[Job], locks: Locks, outcome: GridOutcome, on_event: OnEvent | None) -> list[Job]:
+    """The jobs with every run this process could lock; a run another live process holds is left to it."""
+    claimed = []
+    for job in jobs:
+        mine = []
+        for spec in job.specs:
+            if locks.acquire(spec.key):
+                mine.append(spec)
+            else:
+                outcome.held[spec.key] = describe(lock_path(locks.runs_dir, spec.key))
+                if on_event is not None:
+                    on_event(RunEvent("held", spec.key, label(spec), error=outcome.held[spec.key]))
+        if mine:
+            claimed.append(Job(tuple(mine), job.note if len(mine) == len(job.specs) else f"group of {len(mine)} seeds"
+                               if len(mine) > 1 else "alone (the other seeds are held elsewhere)"))
+    return claimed
+
+
+def plan(grid: Grid, out: str | Path, force: bool = False, group_seeds: bool | None = None) -> GridOutcome:
+    """What ``run_grid`` would do: the runs without a record (all with ``force``), as jobs."""
+    specs = grid.runs()
+    todo = to_run(specs, Path(out) / grid.name / "runs", force)
+    grouping = default_grouping(specs[0].config.train.device) if group_seeds is None else group_seeds
+    return GridOutcome(specs, todo, plan_jobs(todo, grouping))
+
+
+def run_grid(grid: Grid, out: str | Path = "reports", jobs: int = 1, force: bool = False,
+             group_seeds: bool | None = None, executor: Executor | None = None, on_event: OnEvent | None = None,
+             on_start: Callable[[GridOutcome], None] | None = None) -> GridOutcome:
+    """Train the grid's runs that have no record yet (all with ``force``) into ``out/<grid.name>/runs/``.
+
+    Runs that differ only in their seed train as one stacked model where ``group_seeds`` (default: on CUDA).
+    Each run is locked while it trains, so another process on the same folder trains the others. grid.json is
+    written when runs are trained (or the grid's description changed). ``on_start`` sees the plan before
+    training begins, ``on_event`` every event. Reports are the caller's next step (``gptlab.report.render``).
     """
+    from gptlab.device import resolve_device
 
-    def __init__(self, total: int) -> None:
-        self.bar = progress_bar()
-        self.overall = self.bar.add_task("runs", total=total, losses="")
-        self.tasks: dict[str, Any] = {}
-        self.last_val: dict[str, float] = {}
-        self.finished: dict[str, str] = {}
-        self.failed: dict[str, str] = {}
-
-    def __enter__(self) -> LiveProgress:
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.__exit__(*exc)
-
-    def __call__(self, event: RunEvent) -> None:
-        if event.kind in ("finished", "failed"):
-            self.end(event)
-            return
-        if event.key in self.finished or event.key in self.failed:
-            return
-        if event.key not in self.tasks:
-            self.tasks[event.key] = self.bar.add_task(f"  {event.label}", total=event.max_iters or None, losses="")
-        if event.val_loss is not None:
-            self.last_val[event.key] = event.val_loss
-        losses = []
-        if event.train_loss is not None:
-            losses.append(f"train {event.train_loss:.3f}")
-        if event.key in self.last_val:
-            losses.append(f"val {self.last_val[event.key]:.3f}")
-        self.bar.update(self.tasks[event.key], completed=event.step, losses="  ".join(losses))
-
-    def end(self, event: RunEvent) -> None:
-        if event.kind == "failed":
-            self.failed[event.key] = event.error or "failed"
-        else:
-            self.finished[event.key] = event.status or "done"
-        task = self.tasks.pop(event.key, None)
-        if task is not None:
-            self.bar.remove_task(task)
-        parts = [f"{len(self.finished)} finished"] + ([f"{len(self.failed)} failed"] if self.failed else [])
-        self.bar.update(self.overall, advance=1, losses=", ".join(parts))
+    outcome = plan(grid, out, force, group_seeds)
+    if on_start is not None:
+        on_start(outcome)
+    grid_dir = Path(out) / grid.name
+    write_manifest(grid, grid_dir, str(resolve_device(outcome.specs[0].config.train.device)),
+                   trained=bool(outcome.todo))
+    locks = Locks(grid_dir / "runs")
+    try:
+        claimed = claim(outcome.jobs, locks, outcome, on_event)
+        driver = Driver(grid_dir / "runs", locks, outcome, on_event)
+        (executor or LocalProcessExecutor(jobs)).run(claimed, driver.event, driver.done)
+    finally:
+        locks.release_all()
+    return outcome

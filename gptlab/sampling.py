@@ -1,19 +1,38 @@
-"""Looking inside a trained model: sampled text, and one head's attention pattern on a prompt."""
+"""Looking inside a trained model: sampled text (streamed as it is generated), and one head's attention pattern."""
 
 from __future__ import annotations
+
+from typing import Iterator
 
 import torch
 
 from gptlab.data import CharTokenizer
-from gptlab.model import GPT, LanguageModel
+from gptlab.errors import GptlabError
+from gptlab.model import GPT, Block, LanguageModel
+
+SAMPLE_PROMPT, SAMPLE_TOKENS, SAMPLE_SEED = "\n", 300, 1337  # what a grid's run records keep of each model
+MAX_SAMPLE_TOKENS = 100_000
+
+
+def sample_prompt(tokenizer: CharTokenizer) -> str:
+    """The prompt of a run's sample: a newline, or the corpus's first character where it has no newline."""
+    return SAMPLE_PROMPT if SAMPLE_PROMPT in tokenizer.stoi else tokenizer.chars[0]
+
+
+def stream_text(model: LanguageModel, tokenizer: CharTokenizer, prompt: str, tokens: int, seed: int) -> Iterator[str]:
+    """``prompt``, then ``tokens`` sampled characters one at a time; the same seed gives the same text."""
+    if not 1 <= tokens <= MAX_SAMPLE_TOKENS:
+        raise GptlabError(f"tokens = {tokens} is not allowed; must be in 1..{MAX_SAMPLE_TOKENS:,}")
+    device = next(model.parameters()).device
+    idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)
+    yield prompt
+    for token in model.sample_tokens(idx, tokens, generator=torch.Generator().manual_seed(seed)):
+        yield tokenizer.decode([int(token)])
 
 
 def generate_text(model: LanguageModel, tokenizer: CharTokenizer, prompt: str, tokens: int, seed: int) -> str:
     """``prompt`` followed by ``tokens`` sampled characters; the same seed gives the same text."""
-    device = next(model.parameters()).device
-    idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)
-    out = model.generate(idx, tokens, generator=torch.Generator().manual_seed(seed))
-    return tokenizer.decode(out[0].tolist())
+    return "".join(stream_text(model, tokenizer, prompt, tokens, seed))
 
 
 @torch.no_grad()
@@ -24,9 +43,10 @@ def attention_map(model: GPT, tokenizer: CharTokenizer, prompt: str, layer: int 
     device = next(model.parameters()).device
     idx = torch.tensor([tokenizer.encode(prompt[: model.block_size])], dtype=torch.long, device=device)
     x = model.embed(idx)
-    for block in model.blocks[:layer]:
+    blocks: list[Block] = list(model.blocks)  # type: ignore[arg-type]
+    for block in blocks[:layer]:
         x = block(x)
-    target = model.blocks[layer]
+    target = blocks[layer]
     weights = target.attn.attention_weights(target.norm1(x))[0, head]
     model.train(was_training)
     return weights.float().cpu().tolist()

@@ -1,6 +1,9 @@
 """The training loop: AdamW on random windows, evaluated on fixed windows, with divergence detection.
 
-Returns a ``TrainResult`` (loss curve, final/best loss, speed); the caller decides how to show progress.
+One loop trains ``Members``: one model (``OneModel``), or the seeds of one variant stacked into one batched
+model (``gptlab.group.StackedModels``). Each member keeps what a single run has: its own batches, gradient
+clipping by its own norm, its own divergence (a member that turns NaN/inf stops updating; the others go on).
+Returns one ``TrainResult`` per member (loss curve, final/best loss, speed); the caller shows progress.
 """
 
 from __future__ import annotations
@@ -8,13 +11,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 import torch
+from torch import nn
 
 from gptlab.config import RunConfig, lr_at, validate
-from gptlab.data import Corpus, fixed_windows, random_batch
-from gptlab.device import autocast, configure, cpu_threads, resolve_device, threads_for
+from gptlab.data import Batches, Corpus, fixed_windows
+from gptlab.device import autocast, configure, cpu_threads, grad_scaler, resolve_device, threads_for
 from gptlab.flops import flops_per_token
 from gptlab.model import LanguageModel, build_model
 
@@ -40,127 +44,199 @@ class TrainResult:
     wall_time: float = 0.0
     tokens_per_sec: float = 0.0
     device: str = "cpu"
+    extra: dict[str, Any] = field(default_factory=dict)  # how it was run, where that differs from a single run
+
+
+class Members(Protocol):
+    """``count`` models trained in one loop; ``losses`` gives one loss per member."""
+
+    count: int
+
+    def train(self, mode: bool) -> None: ...
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(count,) losses; ``x``, ``y`` are (count, B, T), one batch per member, or (B, T) for all."""
+        ...
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]: ...
+
+    def clip(self, max_norm: float) -> None:
+        """Scale each member's gradients to a norm of at most ``max_norm``, by that member's own norm."""
+        ...
+
+    def freeze(self, member: int) -> None:
+        """Stop updating ``member`` (it diverged)."""
+        ...
+
+    def after_step(self) -> None: ...
+
+    def models(self) -> list[LanguageModel]: ...
+
+
+def param_groups(params: list[nn.Parameter], matrix: Callable[[nn.Parameter], bool],
+                 weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW's groups: weight decay on matrices only (not biases, norms' gains)."""
+    return [{"params": [p for p in params if matrix(p)], "weight_decay": weight_decay},
+            {"params": [p for p in params if not matrix(p)], "weight_decay": 0.0}]
+
+
+class OneModel:
+    """A single model, as a stack of one."""
+
+    count = 1
+
+    def __init__(self, model: LanguageModel, compile_model: bool) -> None:
+        self.model = model
+        self.step_model = torch.compile(model) if compile_model else model
+
+    def train(self, mode: bool) -> None:
+        self.model.train(mode)
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        model = self.step_model if self.model.training else self.model
+        _, loss = model(x[0] if x.dim() == 3 else x, y[0] if y.dim() == 3 else y)
+        assert loss is not None
+        return loss.unsqueeze(0)
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        return param_groups(list(self.model.parameters()), lambda p: p.dim() >= 2, weight_decay)
+
+    def clip(self, max_norm: float) -> None:
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+
+    def freeze(self, member: int) -> None:
+        pass  # a single run stops when it diverges
+
+    def after_step(self) -> None:
+        pass
+
+    def models(self) -> list[LanguageModel]:
+        return [self.model]
 
 
 # Tokens per eval batch: on CPU 4k keeps activations in cache (35-40% faster per eval than 65k, measured in
-# benchmarks/); a GPU wants big batches.
+# benchmarks/); a GPU wants big batches. A stack of members shares it.
 EVAL_CHUNK_TOKENS = {"cpu": 1 << 12, "cuda": 1 << 16}
 
 
 class Evaluator:
-    """Mean loss over fixed windows of each split, in batches of about ``EVAL_CHUNK_TOKENS`` tokens."""
+    """Mean loss of each member over fixed windows of each split, in batches of about ``EVAL_CHUNK_TOKENS``."""
 
-    def __init__(self, corpus: Corpus, cfg: RunConfig, device: torch.device) -> None:
+    def __init__(self, corpus: Corpus, cfg: RunConfig, device: torch.device, members: int) -> None:
         T = cfg.model.block_size
         self.splits = {
             split: fixed_windows(getattr(corpus, split), T, cfg.train.eval_windows) for split in ("train", "val")
         }
-        self.chunk = max(1, EVAL_CHUNK_TOKENS[device.type] // T)
+        self.chunk = max(1, EVAL_CHUNK_TOKENS.get(device.type, EVAL_CHUNK_TOKENS["cuda"]) // (T * members))
         self.device = device
 
     @torch.no_grad()
-    def __call__(self, model: LanguageModel) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
+    def __call__(self, members: Members) -> dict[str, list[float]]:
+        members.train(False)
         losses = {}
         for split, (x, y) in self.splits.items():
-            total = torch.zeros((), device=self.device)
+            total = torch.zeros(members.count, device=self.device)
             for start in range(0, len(x), self.chunk):
                 xb = x[start : start + self.chunk].to(self.device)
                 yb = y[start : start + self.chunk].to(self.device)
                 with autocast(self.device):
-                    _, loss = model(xb, yb)
-                total += loss.float() * len(xb)
-            losses[split] = total.item() / len(x)
-        model.train(was_training)
+                    total += members.losses(xb, yb).float() * len(xb)
+            losses[split] = [value / len(x) for value in total.tolist()]
+        members.train(True)
         return losses
 
 
-def make_optimizer(model: LanguageModel, cfg: RunConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not biases, norms' gains); the fused kernel on CPU and CUDA."""
-    t = cfg.train
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), fused=True)
-
-
-def train(
-    cfg: RunConfig, corpus: Corpus, on_progress: Callable[[Progress], None] | None = None
-) -> TrainResult:
+def train(cfg: RunConfig, corpus: Corpus, on_progress: Callable[[Progress], None] | None = None) -> TrainResult:
+    """Train one model of ``cfg`` on ``corpus``."""
     cfg = validate(cfg)
     cfg.model.vocab_size = corpus.tokenizer.vocab_size
     corpus.check_block_size(cfg.model.block_size)
-    t = cfg.train
-    device = resolve_device(t.device)
+    device = resolve_device(cfg.train.device)
     configure(device)
-    torch.manual_seed(t.seed)
+    torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model).to(device)
-    step_flops = flops_per_token(cfg.model, model.num_params()) * t.batch_size * cfg.model.block_size
-    with cpu_threads(threads_for(t.threads, step_flops)):
-        return fit(model, cfg, corpus, device, on_progress)
+    step_flops = flops_per_token(cfg.model, model.num_params()) * cfg.train.batch_size * cfg.model.block_size
+    with cpu_threads(threads_for(cfg.train.threads, step_flops)):
+        (result,) = fit(OneModel(model, cfg.train.compile), cfg, [cfg.train.seed], corpus, device,
+                        None if on_progress is None else lambda member, p: on_progress(p))
+    return result
 
 
 def fit(
-    model: LanguageModel, cfg: RunConfig, corpus: Corpus, device: torch.device,
-    on_progress: Callable[[Progress], None] | None,
-) -> TrainResult:
-    """The loop proper, on a built model and a validated config."""
-    t = cfg.train
-    batches = torch.Generator().manual_seed(t.seed)
-    step_model = torch.compile(model) if t.compile else model
-    optimizer = make_optimizer(model, cfg)
-    evaluate = Evaluator(corpus, cfg, device)
-    result = TrainResult(model=model, device=str(device))
-    train_data = corpus.train.pin_memory() if device.type == "cuda" else corpus.train
+    members: Members, cfg: RunConfig, seeds: list[int], corpus: Corpus, device: torch.device,
+    on_progress: Callable[[int, Progress], None] | None,
+) -> list[TrainResult]:
+    """The loop proper: ``members`` built and placed on ``device``, one seed each, the rest of ``cfg`` shared."""
+    t, T = cfg.train, cfg.model.block_size
+    train_data = corpus.train
+    batches = [Batches(train_data, T, t.batch_size, seed, t.max_iters, device) for seed in seeds]
+    optimizer = torch.optim.AdamW(members.param_groups(t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2),
+                                  fused=True)
+    scaler = grad_scaler(device)
+    evaluate = Evaluator(corpus, cfg, device, members.count)
+    histories: list[list[dict[str, float]]] = [[] for _ in seeds]
+    diverged: list[int | None] = [None] * len(seeds)
 
-    def record(step: int, elapsed: float) -> dict[str, float]:
-        losses = evaluate(model)
-        row = {"step": step, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr_at(t, step),
-               "elapsed": elapsed}
-        result.history.append(row)
-        return row
+    def stop(member: int, step: int) -> None:
+        diverged[member] = step
+        members.freeze(member)
 
     start = time.perf_counter()
     eval_time = 0.0
-    model.train()
+    members.train(True)
     for step in range(t.max_iters + 1):
         if step % t.eval_interval == 0 or step == t.max_iters:
             eval_start = time.perf_counter()
-            row = record(step, eval_start - start)
+            losses = evaluate(members)
             eval_time += time.perf_counter() - eval_start
-            if on_progress:
-                on_progress(Progress(step, t.max_iters, row["train_loss"], row["val_loss"]))
-            if not math.isfinite(row["val_loss"]):
-                result.diverged_at = step
-                break
-        if step == t.max_iters:
+            for i, history in enumerate(histories):
+                if diverged[i] is not None:
+                    continue
+                row = {"step": step, "train_loss": losses["train"][i], "val_loss": losses["val"][i],
+                       "lr": lr_at(t, step), "elapsed": eval_start - start}
+                history.append(row)
+                if on_progress:
+                    on_progress(i, Progress(step, t.max_iters, row["train_loss"], row["val_loss"]))
+                if not math.isfinite(row["val_loss"]):
+                    stop(i, step)
+        if step == t.max_iters or all(d is not None for d in diverged):
             break
         for group in optimizer.param_groups:
             group["lr"] = lr_at(t, step)
-        x, y = random_batch(train_data, cfg.model.block_size, t.batch_size, batches)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        pairs = [b.batch(step) for b in batches]
+        x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
         with autocast(device):
-            _, loss = step_model(x, y)
+            loss = members.losses(x, y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss.sum()).backward()
         if t.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        optimizer.step()
-        # .item() is free on CPU; on CUDA it would stall the pipeline every step (evals catch NaN there).
-        loss_value = loss.item() if device.type == "cpu" else None
-        if loss_value is not None and not math.isfinite(loss_value):
-            result.diverged_at = step
-            break
-        if on_progress:
-            on_progress(Progress(step + 1, t.max_iters, train_loss=loss_value))
+            scaler.unscale_(optimizer)
+            members.clip(t.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        members.after_step()
+        # On CPU a loss value costs nothing; on CUDA reading it would stall the pipeline every step (the
+        # evaluations catch NaN there).
+        values: list[float | None] = loss.tolist() if device.type == "cpu" else [None] * len(seeds)
+        for i, value in enumerate(values):
+            if diverged[i] is not None:
+                continue
+            if value is not None and not math.isfinite(value):
+                stop(i, step)
+            elif on_progress:
+                on_progress(i, Progress(step + 1, t.max_iters, train_loss=value))
 
-    result.wall_time = time.perf_counter() - start
-    if result.diverged_at is None:
-        result.final_val_loss = result.history[-1]["val_loss"]
-        result.final_train_loss = result.history[-1]["train_loss"]
-        result.best_val_loss = min(r["val_loss"] for r in result.history)
-    steps_done = t.max_iters if result.diverged_at is None else result.diverged_at
-    result.tokens_per_sec = steps_done * t.batch_size * cfg.model.block_size / max(1e-9, result.wall_time - eval_time)
-    model.eval()
-    return result
+    wall_time = time.perf_counter() - start
+    results = []
+    for model, history, diverged_at in zip(members.models(), histories, diverged):
+        model.eval()
+        result = TrainResult(model=model, history=history, diverged_at=diverged_at, wall_time=wall_time,
+                             device=str(device))
+        if diverged_at is None:
+            result.final_val_loss = history[-1]["val_loss"]
+            result.final_train_loss = history[-1]["train_loss"]
+            result.best_val_loss = min(r["val_loss"] for r in history)
+        steps_done = t.max_iters if diverged_at is None else diverged_at
+        result.tokens_per_sec = steps_done * t.batch_size * T / max(1e-9, wall_time - eval_time)
+        results.append(result)
+    return results

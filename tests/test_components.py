@@ -7,13 +7,10 @@ import torch
 from torch import nn
 
 from gptlab.components import MASK, NORM, PROJECTIONS, QK, RESIDUAL, VALUES
-from gptlab.components.attention import MultiHeadAttention
-from gptlab.components.block import Block
-from gptlab.components.ffn import FeedForward
 from gptlab.components.mask import scaled_scores
 from gptlab.config import ModelConfig
 from gptlab.errors import GptlabError
-from gptlab.model import GPT
+from gptlab.model import GPT, Block, FeedForward, MultiHeadAttention
 
 
 def cfg(**kw) -> ModelConfig:
@@ -60,7 +57,7 @@ def test_mask_before_equals_after_with_the_same_weights():
 
 
 def test_mask_before_never_computes_masked_pairs():
-    attend = MASK.build("before")
+    attend = MASK.build("before", cfg())
     q, k = torch.randn(1, 1, 5, 4), torch.randn(1, 1, 5, 4)
     rows = attend.rows(q, k)
     assert [r.shape[-1] for r in rows] == [1, 2, 3, 4, 5]  # 15 pairs, not 25
@@ -94,12 +91,12 @@ def test_shared_qk_gives_symmetric_scores_separate_does_not():
     x = torch.randn(2, 6, 16)
     for name, symmetric in (("shared", True), ("separate", False)):
         torch.manual_seed(0)
-        q, k = QK.build(name, 16)(x)
+        q, k = QK.build(name, cfg())(x)
         s = q @ k.transpose(-2, -1)
         assert torch.allclose(s, s.transpose(-2, -1), atol=1e-6) is symmetric
-    shared = QK.build("shared", 16)
+    shared = QK.build("shared", cfg())
     assert sum(p.numel() for p in shared.parameters()) == 16 * 16
-    assert sum(p.numel() for p in QK.build("separate", 16).parameters()) == 2 * 16 * 16
+    assert sum(p.numel() for p in QK.build("separate", cfg()).parameters()) == 2 * 16 * 16
 
 
 def test_identity_values_have_no_weights_and_pass_the_head_slice():
@@ -125,8 +122,8 @@ def test_residual_off_removes_the_identity_path():
             nn.init.zeros_(p)
     assert torch.equal(on(x), x)
     assert torch.equal(off(x), torch.zeros_like(x))
-    assert RESIDUAL.build(True, x, 2 * x).equal(3 * x)
-    assert RESIDUAL.build(False, x, 2 * x).equal(2 * x)
+    assert RESIDUAL.build(True, cfg())(x, 2 * x).equal(3 * x)
+    assert RESIDUAL.build(False, cfg())(x, 2 * x).equal(2 * x)
 
 
 def test_attention_without_projection_outputs_the_heads_side_by_side():
@@ -143,12 +140,12 @@ def test_attention_without_projection_outputs_the_heads_side_by_side():
 def test_feedforward_without_projection_ends_in_its_relu():
     torch.manual_seed(0)
     x = torch.randn(2, 8, 16)
-    bare = FeedForward(16, 1, projection=False)
+    bare = FeedForward(cfg(ffn_mult=1, projections=False))
     assert torch.equal(bare(x), torch.relu(bare.net[0](x)))
-    assert (FeedForward(16, 1, projection=True)(x) < 0).any()  # a projection can write negative values
+    assert (FeedForward(cfg(ffn_mult=1, projections=True))(x) < 0).any()  # a projection can write negative values
     assert sum(p.numel() for p in bare.parameters()) == 16 * 16 + 16
-    with pytest.raises(ValueError, match="keeps its width: 64 != 16"):
-        FeedForward(16, 4, projection=False)
+    with pytest.raises(GptlabError, match="model.projections = 'false': its builder failed: .*keeps its width: 64 != 16"):
+        FeedForward(cfg(ffn_mult=4, projections=False))
     assert PROJECTIONS.names() == ["true", "false"]
 
 
@@ -160,13 +157,13 @@ def test_projections_off_drops_two_linears_per_block():
 
 
 def test_layernorm_normalises_each_token_over_features():
-    y = NORM.build("layernorm", 16)(torch.randn(4, 8, 16) * 5 + 3)
+    y = NORM.build("layernorm", cfg())(torch.randn(4, 8, 16) * 5 + 3)
     assert torch.allclose(y.mean(-1), torch.zeros(4, 8), atol=1e-5)
     assert torch.allclose(y.var(-1, unbiased=False), torch.ones(4, 8), atol=1e-3)
 
 
 def test_batchnorm_normalises_each_feature_over_batch_and_time():
-    norm = NORM.build("batchnorm", 16).train()
+    norm = NORM.build("batchnorm", cfg()).train()
     y = norm(torch.randn(4, 8, 16) * 5 + 3)
     assert torch.allclose(y.mean((0, 1)), torch.zeros(16), atol=1e-5)
     assert torch.allclose(y.var((0, 1), unbiased=False), torch.ones(16), atol=1e-3)
@@ -175,7 +172,7 @@ def test_batchnorm_normalises_each_feature_over_batch_and_time():
 
 def test_rmsnorm_scales_tokens_to_unit_rms_without_centring():
     x = torch.randn(4, 8, 16) + 3
-    y = NORM.build("rmsnorm", 16)(x)
+    y = NORM.build("rmsnorm", cfg())(x)
     assert torch.allclose(y.pow(2).mean(-1), torch.ones(4, 8), atol=1e-3)
     assert (y.mean(-1) > 0.8).all()  # the mean of 3 survives: no centring
     expected = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)  # one scale per token
@@ -184,7 +181,7 @@ def test_rmsnorm_scales_tokens_to_unit_rms_without_centring():
 
 def test_no_norm_is_identity():
     x = torch.randn(2, 3, 16)
-    assert torch.equal(NORM.build("none", 16)(x), x)
+    assert torch.equal(NORM.build("none", cfg())(x), x)
 
 
 def test_head_count_changes_the_result_and_keeps_params():
@@ -196,7 +193,7 @@ def test_head_count_changes_the_result_and_keeps_params():
 
 
 def test_feedforward_is_mult_times_wider():
-    ffn = FeedForward(16, 4)
+    ffn = FeedForward(cfg(ffn_mult=4))
     assert ffn.net[0].out_features == 64 and ffn.net[2].in_features == 64
     assert Block(cfg(ffn_mult=0)).ffn is None
 

@@ -3,7 +3,7 @@ import hashlib
 import pytest
 import torch
 
-from gptlab.data import CharTokenizer, Corpus, fixed_windows, random_batch, read_text
+from gptlab.data import Batches, CharTokenizer, Corpus, fixed_windows, read_text
 from gptlab.errors import GptlabError
 from tests.conftest import DATA
 
@@ -35,9 +35,12 @@ def test_split_is_90_10(corpus):
     assert corpus.tokenizer.decode(corpus.train[:14].tolist()) == "First Citizen:"
 
 
-def test_random_batch_shapes_and_shift():
+CPU = torch.device("cpu")
+
+
+def test_batches_shapes_and_shift():
     data = torch.arange(1000)  # every window is unique: row = start, start + 1, ...
-    x, y = random_batch(data, 8, 32, torch.Generator().manual_seed(0))
+    x, y = Batches(data, 8, 32, seed=0, steps=1, device=CPU).batch(0)
     assert x.shape == y.shape == (32, 8)
     assert torch.equal(y, x + 1)
     assert torch.equal(x - x[:, :1], torch.arange(8).expand(32, 8))
@@ -45,11 +48,21 @@ def test_random_batch_shapes_and_shift():
     assert len(set(x[:, 0].tolist())) > 16  # random starts, not one window repeated
 
 
-def test_random_batch_depends_on_generator_seed(corpus):
-    a = random_batch(corpus.train, 8, 4, torch.Generator().manual_seed(1))[0]
-    b = random_batch(corpus.train, 8, 4, torch.Generator().manual_seed(1))[0]
-    c = random_batch(corpus.train, 8, 4, torch.Generator().manual_seed(2))[0]
-    assert torch.equal(a, b) and not torch.equal(a, c)
+def test_batches_depend_on_the_seed_and_change_every_step(corpus):
+    a, b, c = (Batches(corpus.train, 8, 4, seed, 2, CPU) for seed in (1, 1, 2))
+    first = a.batch(0)[0]
+    assert torch.equal(first, b.batch(0)[0]) and not torch.equal(first, c.batch(0)[0])
+    assert not torch.equal(a.batch(1)[0], first)
+
+
+def test_batches_drawn_up_front_are_the_ones_drawn_step_by_step(corpus):
+    """The GPU path draws every step's indices at the start; they must be the CPU path's, step for step."""
+    stepwise = Batches(corpus.train, 8, 4, 7, 3, CPU, up_front=False)
+    up_front = Batches(corpus.train, 8, 4, 7, 3, CPU, up_front=True)
+    assert stepwise.drawn is None and up_front.drawn is not None and up_front.drawn.shape == (3, 4)
+    for step in range(3):
+        assert all(torch.equal(a, b) for a, b in zip(stepwise.batch(step), up_front.batch(step)))
+    assert Batches(corpus.train, 8, 4, 7, 3, torch.device("meta")).drawn is not None  # off the CPU: up front
 
 
 def test_fixed_windows_are_deterministic_and_span_the_split(corpus):

@@ -2,7 +2,7 @@ import pytest
 
 from gptlab.config import preset
 from gptlab.errors import GptlabError
-from gptlab.grid import Grid, axis_labels, format_value, load_grid, plan_rows, select_seeds
+from gptlab.grid import Grid, axis_labels, check_grid, format_value, grid_path, load_grid, select_seeds
 
 GRID = """
 name: demo
@@ -75,8 +75,9 @@ def test_keys_are_stable_and_follow_the_config(demo):
 
 def test_manifest_round_trip_gives_the_same_runs(demo):
     grid = load_grid(demo)
-    again = Grid.from_manifest(grid.manifest())
+    again = Grid.from_manifest(grid.manifest(), "grid.json")
     assert [r.key for r in again.runs()] == [r.key for r in grid.runs()]
+    assert again == grid
     assert grid.manifest()["variants"][4] == {"name": "bigram", "preset": "bigram", "overrides": {}}
 
 
@@ -102,13 +103,6 @@ def test_axis_labels_keep_the_section_only_when_ambiguous():
     assert [format_value(v) for v in (True, 0.0003, 6, "none")] == ["true", "0.0003", "6", "none"]
 
 
-def test_plan_rows_describe_every_run(demo):
-    grid = load_grid(demo)
-    rows = plan_rows(grid, grid.runs())
-    assert rows[-1] == {"variant": "one head", "seed": 1338, "preset": "lecture",
-                        "overrides": "model.n_head=1, train.max_iters=100", "key": grid.runs()[-1].key}
-
-
 BASE = "name: x\ngrid: {model.n_layer: [1, 2]}\n"
 
 
@@ -116,8 +110,9 @@ BASE = "name: x\ngrid: {model.n_layer: [1, 2]}\n"
     "text, message",
     [
         ("name: x\ngrid: {model.norm: [layernorm, lyernorm]}\n",
-         "grid.model.norm[1]: model.norm = 'lyernorm' is not allowed; choose one of: layernorm, batchnorm, rmsnorm, none"),
-        ("name: x\ngrid: {model.nrom: [a]}\n", "grid.model.nrom[0]: unknown config key 'model.nrom'; allowed keys:"),
+         "grid.model.norm[1]: model.norm = 'lyernorm' is not allowed (did you mean 'layernorm'?); choose one of: "
+         "layernorm, batchnorm, rmsnorm, none"),
+        ("name: x\ngrid: {model.nrom: [a]}\n", "grid.model.nrom[0]: unknown config key 'model.nrom' (did you mean 'model.norm'?)"),
         ("name: x\ngrid: {model.n_layer: 3}\n", "grid.model.n_layer: 3 is not allowed; expected a non-empty list"),
         ("name: x\ngrid: {model.n_layer: []}\n", "grid.model.n_layer: [] is not allowed; expected a non-empty list"),
         ("name: x\ngrid: {}\n", "grid: must be a mapping of dotted config keys to non-empty lists"),
@@ -138,7 +133,6 @@ BASE = "name: x\ngrid: {model.n_layer: [1, 2]}\n"
         (BASE + "set: {train.seed: 3}\n", "set.train.seed: the seed is set by `seeds`"),
         (BASE + "set: [1]\n", "set: must be a mapping of dotted config keys to values"),
         (BASE.replace("name: x", "name: ../up"), "name: '../up' is not allowed; use letters, digits"),
-        ("name: x\ngrid: {model.n_head: [3]}\n", "variant 'n_head=3': model.n_head = 3 must divide model.n_embd = 32"),
         ("name: x\ngrid: {model.n_layer: [1, 2]\n", "not valid YAML at line 3"),
         ("- just\n- a list\n", "must be a mapping of grid keys"),
     ],
@@ -146,7 +140,7 @@ BASE = "name: x\ngrid: {model.n_layer: [1, 2]}\n"
 def test_each_bad_grid_is_one_line_naming_file_and_key(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(GptlabError) as err:
-        load_grid(path)
+        check_grid(load_grid(path))
     assert str(err.value).startswith(f"{path}: ")
     assert message in str(err.value)
     assert "\n" not in str(err.value)
@@ -159,7 +153,9 @@ def test_command_line_errors_name_the_option(tmp_path):
     with pytest.raises(GptlabError, match=r"--device: train.device = 'tpu' is not allowed"):
         load_grid(path, device="tpu")
     with pytest.raises(GptlabError, match=r"variant 'n_layer=2': has the same config as 'n_layer=1'"):
-        load_grid(path, {"model.n_layer": "3"})
+        check_grid(load_grid(path, {"model.n_layer": "3"}))
+    with pytest.raises(GptlabError, match=r"variant 'n_head=3': model.n_head = 3 must divide model.n_embd = 32"):
+        check_grid(load_grid(write(tmp_path, "name: x\ngrid: {model.n_head: [3]}\n")))
     with pytest.raises(GptlabError, match="no such file"):
         load_grid(tmp_path / "missing.yaml")
 
@@ -168,3 +164,75 @@ def test_only_safe_yaml_is_read(tmp_path):
     path = write(tmp_path, "name: !!python/object/apply:os.system ['echo hacked']\ngrid: {model.n_layer: [1]}\n")
     with pytest.raises(GptlabError, match="not valid YAML"):
         load_grid(path)
+
+
+def test_safe_yaml_refuses_duplicate_keys_and_nested_aliases(tmp_path):
+    with pytest.raises(GptlabError, match="duplicate key 'name' at line 2"):
+        load_grid(write(tmp_path, "name: x\nname: y\ngrid: {model.n_layer: [1]}\n"))
+    bomb = "a: &a [1, 2, 3]\nb: &b [*a, *a, *a]\nc: &c [*b, *b, *b]\n"
+    with pytest.raises(GptlabError, match=r"the alias \*b refers to a nested mapping or list"):
+        load_grid(write(tmp_path, "name: x\n" + bomb.replace("a: ", "title: ", 1)))
+    flat = load_grid(write(tmp_path, "name: x\nseeds: &s [1, 2]\ngrid: {model.n_layer: [1]}\nset: {}\n"))
+    assert flat.seeds == [1, 2]  # an anchor on a flat list is fine
+
+
+def test_a_huge_product_is_refused_before_it_is_expanded(tmp_path):
+    axes = ", ".join(f"model.{k}: [{', '.join(str(v) for v in range(1, 11))}]"
+                     for k in ("n_layer", "n_head", "block_size", "ffn_mult", "n_embd", "eval_windows"))
+    path = write(tmp_path, f"name: x\ngrid: {{{axes.replace('model.eval_windows', 'train.eval_windows')}}}\n")
+    with pytest.raises(GptlabError, match="grid: 1,000,000 combinations x 1 seeds = 1,000,000 runs; at most 1,000"):
+        load_grid(path)
+    with pytest.raises(GptlabError, match="grid: 2 combinations x 6 seeds = 12 runs; at most 10 are allowed"):
+        load_grid(write(tmp_path, BASE + "seeds: [1, 2, 3, 4, 5, 6]\n"), max_runs=10)
+
+
+def test_a_shipped_grid_is_found_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert grid_path("masking").name == "masking.yaml" and grid_path("masking").is_file()
+    assert load_grid("masking").name == "masking"
+    with pytest.raises(GptlabError, match="no such file; shipped grids: heads, lecture, masking"):
+        load_grid("maskin")
+
+
+SCALED = BASE + """
+set: {train.max_iters: 100}
+seeds: [1, 2]
+claims:
+  - {variant: "n_layer=2", is: better}
+scales:
+  full:
+    preset: cpu
+    set: {train.max_iters: 300}
+    grid: {model.n_layer: [4, 8]}
+    seeds: [1, 2, 3]
+    claims: [{variant: "n_layer=8", is: better, than: "n_layer=4"}]
+  broken:
+    grid: {model.n_layer: [4, 8]}
+"""
+
+
+def test_a_scale_lays_its_keys_over_the_file(tmp_path):
+    path = write(tmp_path, SCALED)
+    small, full = load_grid(path), load_grid(path, scale="full")
+    assert (small.name, small.scale, small.scales) == ("x", "cpu", ["cpu", "full", "broken"])
+    assert (full.name, full.scale, full.preset, full.seeds) == ("x-full", "full", "cpu", [1, 2, 3])
+    assert [v.name for v in full.variants] == ["n_layer=4", "n_layer=8"]
+    assert full.set == {"train.max_iters": 300} and full.runs()[0].config.model.n_embd == 128
+    assert [c.than for c in full.claims] == ["n_layer=4"] and [c.variant for c in small.claims] == ["n_layer=2"]
+    with pytest.raises(GptlabError, match="claims\\[0\\].variant: 'n_layer=2' matches no variant"):
+        load_grid(path, scale="broken")  # the file's claims name variants this scale does not have
+    with pytest.raises(GptlabError, match="--scale = 'huge' is not allowed; choose one of: cpu, full, broken"):
+        load_grid(path, scale="huge")
+
+
+def test_a_manifest_with_wrong_types_is_one_line(demo):
+    manifest = load_grid(demo).manifest()
+    for key, value, message in [("variants", 5, "variants: must be a non-empty list"),
+                                ("seeds", ["a"], "seeds: ['a'] is not allowed"),
+                                ("baseline", 3, "baseline: 3 matches no variant"),
+                                ("set", {"model.n_layer": "x"}, "set.model.n_layer: model.n_layer = 'x'")]:
+        with pytest.raises(GptlabError) as err:
+            Grid.from_manifest({**manifest, key: value}, "grid.json")
+        assert str(err.value).startswith("grid.json: ") and message in str(err.value)
+    with pytest.raises(GptlabError, match="grid.json: lacks variants"):
+        Grid.from_manifest({k: v for k, v in manifest.items() if k != "variants"}, "grid.json")

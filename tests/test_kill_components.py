@@ -7,11 +7,8 @@ from torch import nn
 
 from gptlab.components import MASK, NORM
 from gptlab.components import mask as mask_module
-from gptlab.components.attention import MultiHeadAttention
-from gptlab.components.block import Block
-from gptlab.components.ffn import FeedForward
 from gptlab.config import ModelConfig
-from gptlab.model import GPT
+from gptlab.model import GPT, Block, FeedForward, MultiHeadAttention
 
 C, V, L = 16, 11, 2
 
@@ -59,14 +56,14 @@ def test_the_fused_flag_picks_the_kernel(fused_calls):
     MultiHeadAttention(cfg(fused=False))(x)
     assert fused_calls == []
     MultiHeadAttention(cfg(fused=True))(x)
-    MASK.build("none")(x.view(2, 1, 8, C), x.view(2, 1, 8, C), x.view(2, 1, 8, C))  # fused by default
+    MASK.build("none", cfg())(x.view(2, 1, 8, C), x.view(2, 1, 8, C), x.view(2, 1, 8, C))  # fused by default
     assert [c["is_causal"] for c in fused_calls] == [True, False]
     assert all(c["dropout_p"] == 0.0 for c in fused_calls)
 
 
 @pytest.mark.parametrize("name, fused", [("after", True), ("after", False), ("before", True), ("none", True)])
 def test_attention_dropout_acts_in_training_only(name, fused):
-    attend = MASK.build(name, 0.5, fused)
+    attend = MASK.build(name, cfg(dropout=0.5, fused=fused))
     q, k, v = torch.randn(3, 2, 2, 6, 4).unbind(0)
     attend.train()
     assert not torch.equal(attend(q, k, v), attend(q, k, v))
@@ -77,18 +74,18 @@ def test_attention_dropout_acts_in_training_only(name, fused):
 
 @pytest.mark.parametrize("name", ["after", "before", "none"])
 def test_attention_defaults_have_no_dropout(name):
-    attend = MASK.build(name).train()
+    attend = MASK.build(name, cfg()).train()
     q, k, v = torch.randn(3, 1, 2, 6, 4).unbind(0)
     assert torch.allclose(attend(q, k, v), attend.weights(q, k) @ v, atol=1e-6)
 
 
 def test_feedforward_defaults_dropout_and_bias():
-    ffn = FeedForward(C, 4).train()
+    ffn = FeedForward(cfg(ffn_mult=4)).train()
     x = torch.randn(2, 5, C)
     assert torch.equal(ffn(x), ffn.eval()(x))  # no dropout by default
     assert sum(p.numel() for p in ffn.parameters()) == (C * 4 * C + 4 * C) + (4 * C * C + C)
-    assert sum(p.numel() for p in FeedForward(C, 4, bias=False).parameters()) == 2 * 4 * C * C
-    dropping = FeedForward(C, 4, dropout=0.5).train()
+    assert sum(p.numel() for p in FeedForward(cfg(ffn_mult=4, bias=False)).parameters()) == 2 * 4 * C * C
+    dropping = FeedForward(cfg(ffn_mult=4, dropout=0.5)).train()
     assert not torch.equal(dropping(x), dropping(x))
     assert torch.equal(dropping.eval()(x), dropping(x))
 
@@ -115,14 +112,14 @@ def test_block_is_attention_then_feedforward_on_normed_inputs(ffn_mult):
 @pytest.mark.parametrize("fused", [True, False])
 def test_attention_works_on_any_leading_dims(name, fused):
     """(..., T, head_size) with T != head_size: a mask that reads the wrong axis breaks here."""
-    attend = MASK.build(name, 0.0, fused).eval()
+    attend = MASK.build(name, cfg(fused=fused)).eval()
     q, k, v = torch.randn(3, 2, 5, 3).unbind(0)
     w = attend.weights(q, k)
     assert w.shape == (2, 5, 5)
     assert (w.triu(1) == 0).all() and torch.allclose(w.sum(-1), torch.ones(2, 5))
     out = attend(q, k, v)
     assert out.shape == (2, 5, 3)
-    assert torch.allclose(out, MASK.build("after", 0.0, False).weights(q, k) @ v, atol=1e-6)
+    assert torch.allclose(out, MASK.build("after", cfg(fused=False)).weights(q, k) @ v, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["after", "before", "none"])
@@ -136,7 +133,7 @@ def test_attention_makes_its_tensors_on_the_input_device(name, fused):
 
 
 def test_rmsnorm_applies_its_gain_per_channel_and_stays_finite_at_zero():
-    norm = NORM.build("rmsnorm", 4)
+    norm = NORM.build("rmsnorm", cfg(n_embd=4, n_head=1))
     x = torch.tensor([[[1.0, -1.0, 1.0, -1.0]]])
     with torch.no_grad():
         norm.weight.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from gptlab.components import NORM, REGISTRIES
-from gptlab.config import RunConfig, apply_overrides, lr_at, parse_set_args, preset, validate
+from gptlab.config import ModelConfig, RunConfig, apply_overrides, lr_at, parse_set_args, preset, validate
 from gptlab.errors import GptlabError
 from gptlab.registry import Entry, Registry
 
@@ -62,10 +62,14 @@ def test_values_are_coerced_to_the_field_type():
         "model.qk = ['a'] is not allowed; expected a name")
 
 
-@pytest.mark.parametrize("path", ["optimizer.lr", "key.x", "to_dict.x", "model"])
-def test_unknown_sections_and_keys_are_user_errors(path):
+@pytest.mark.parametrize("path, hint", [
+    ("optimizer.lr", "keys start with model., train. or data."), ("key.x", "keys start with model., train. or data."),
+    ("to_dict.x", "keys start with model., train. or data."), ("model", "model keys: model.arch, model.block_size, "),
+    ("model.n_layers", "(did you mean 'model.n_layer'?)"), ("train.lr_scedule", "(did you mean 'train.lr_schedule'?)"),
+])
+def test_unknown_sections_and_keys_are_user_errors(path, hint):
     message = error_of(apply_overrides, RunConfig(), {path: 1})
-    assert message.startswith(f"unknown config key {path!r}; allowed keys: model.arch, model.block_size, ")
+    assert message.startswith(f"unknown config key {path!r}") and hint in message
 
 
 def test_overrides_never_touch_the_config_they_copy():
@@ -82,9 +86,10 @@ def test_key_is_twelve_hex_digits_independent_of_field_order(monkeypatch):
     cfg = preset("cpu")
     key = cfg.key()
     assert len(key) == 12 and int(key, 16) >= 0
-    reversed_order = {s: dict(reversed(list(v.items()))) for s, v in reversed(list(cfg.to_dict().items()))}
-    assert json.dumps(reversed_order) != json.dumps(cfg.to_dict())
-    monkeypatch.setattr(RunConfig, "to_dict", lambda self: reversed_order)
+    changed = cfg.changed()
+    reversed_order = dict(reversed(list(changed.items())))
+    assert json.dumps(reversed_order) != json.dumps(changed)
+    monkeypatch.setattr(RunConfig, "changed", lambda self: reversed_order)
     assert cfg.key() == key  # a hash of the content, not of the order the fields are declared in
 
 
@@ -113,5 +118,25 @@ def test_registry_records_entries_and_refuses_duplicates():
 
 
 def test_registry_build_passes_keyword_arguments():
-    assert NORM.build("layernorm", 16, bias=False).bias is None
-    assert NORM.build("layernorm", 16).bias is not None
+    assert NORM.build("layernorm", ModelConfig(n_embd=16, bias=False)).bias is None
+    assert NORM.build("layernorm", ModelConfig(n_embd=16)).bias is not None
+
+
+def test_a_builder_that_breaks_the_contract_is_one_line_naming_the_variant():
+    registry = Registry("model.norm", "norms")
+
+    @registry.register("positional", "takes n_embd, not cfg")
+    def positional(n_embd: int, bias: bool = True) -> str:
+        return "never"
+
+    @registry.register("broken", "raises inside")
+    def broken(cfg: ModelConfig) -> str:
+        raise ValueError("no width\nsecond line")
+
+    with pytest.raises(GptlabError) as exc:
+        registry.build("positional", ModelConfig())
+    assert str(exc.value).startswith("model.norm = 'positional': its builder failed: TypeError: ")
+    assert str(exc.value).endswith("positional() got an unexpected keyword argument 'cfg' (a builder takes cfg: "
+                                   "see gptlab/registry.py)")
+    with pytest.raises(GptlabError, match=r"^model.norm = 'broken': its builder failed: ValueError: no width$"):
+        registry.build("broken", ModelConfig())

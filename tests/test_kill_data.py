@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptlab.data import CharTokenizer, Corpus, resolve_path
+from gptlab.data import CharTokenizer, Corpus
+from gptlab.files import resolve_path
 from gptlab.errors import GptlabError
 from tests.conftest import DATA
 

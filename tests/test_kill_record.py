@@ -9,15 +9,18 @@ import pytest
 import torch
 
 from gptlab import __version__, checkpoint
-from gptlab.config import preset
+from gptlab.config import RunConfig, preset
 from gptlab.data import CharTokenizer
 from gptlab.errors import GptlabError
+from gptlab.files import write_atomic
 from gptlab.model import build_model
-from gptlab.record import SCHEMA, RunRecord, load_record, save_record, write_atomic
+from gptlab.record import SCHEMA, RecordError, RunRecord, load_record, save_record
+
+KEY = RunConfig().key()
 
 
 def record(**kw) -> RunRecord:
-    fields = dict(key="abc123def456", grid="g", variant="v", seed=1, config={"model": {}}, status="done",
+    fields = dict(key=KEY, grid="g", variant="v", seed=1, config=RunConfig().to_dict(), status="done",
                   final_val_loss=2.0, best_val_loss=1.9, final_train_loss=1.8, diverged_at=None,
                   history=[{"step": 0, "val_loss": 4.2}], params=10, tokens_per_sec=5.0, wall_time=1.0,
                   device="cpu", torch_version="2", gptlab_version="0", git_commit="x", sample="hi",
@@ -29,9 +32,9 @@ def record(**kw) -> RunRecord:
 def test_record_round_trip_in_a_new_folder(tmp_path):
     folder = tmp_path / "grid" / "runs"
     path = save_record(folder, record())
-    assert path == folder / "abc123def456.json"
+    assert path == folder / f"{KEY}.json"
     assert load_record(path) == record()
-    assert os.listdir(folder) == ["abc123def456.json"]  # no temp file left behind
+    assert os.listdir(folder) == [f"{KEY}.json"]  # no temp file left behind
     text = path.read_text()
     assert json.loads(text)["schema"] == SCHEMA and text.count("\n") > 20  # one field per line, for diffs
     save_record(folder, record(seed=2))  # overwrite in place
@@ -82,25 +85,50 @@ def test_an_interrupt_just_after_the_rename_propagates_as_itself(tmp_path, monke
 
 
 def test_load_record_rejects_other_files_with_their_reason(tmp_path):
-    path = tmp_path / "x.json"
-    for raw in ([1, 2], {"schema": SCHEMA + 1}):
+    path = tmp_path / f"{KEY}.json"
+    for raw, schema in (([1, 2], None), ({"schema": SCHEMA + 1}, SCHEMA + 1)):
         path.write_text(json.dumps(raw))
-        with pytest.raises(ValueError) as exc:
+        with pytest.raises(RecordError) as exc:
             load_record(path)
-        assert str(exc.value) == f"{path}: not a gptlab run record of schema {SCHEMA}"
+        assert str(exc.value) == f"not a gptlab run record of schema {SCHEMA} (schema {schema})"
     raw = dataclasses.asdict(record())
     del raw["seed"], raw["grid"], raw["extra"]
     path.write_text(json.dumps(raw))
-    with pytest.raises(ValueError) as exc:
+    with pytest.raises(RecordError) as exc:
         load_record(path)
-    assert str(exc.value) == f"{path}: run record lacks grid, seed"
+    assert str(exc.value) == "lacks grid, seed"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"final_val_loss": "abc"}, "field final_val_loss = 'abc' is not a int/float"),
+    ({"history": 5}, "field history = 5 is not a list"),
+    ({"history": [{"step": "x"}]}, "a history row {'step': 'x'} is not a mapping of step and losses to numbers"),
+    ({"seed": True}, "field seed = True is not a int"),
+    ({"status": "maybe"}, "field status = 'maybe' is not one of done, diverged"),
+    ({"final_val_loss": None}, "a finished run without a finite final_val_loss"),
+    ({"config": {"model": 5}}, "its config cannot be read"),
+    ({"config": {"model": {"n_layer": 9}}}, "its key '" + KEY + "' is not its config's"),
+])
+def test_load_record_checks_every_fields_type_and_its_key(tmp_path, change, message):
+    path = tmp_path / f"{KEY}.json"
+    path.write_text(json.dumps({**dataclasses.asdict(record()), **change}))
+    with pytest.raises(RecordError) as exc:
+        load_record(path)
+    assert str(exc.value).startswith(message)
+
+
+def test_a_record_under_another_name_is_refused(tmp_path):
+    save_record(tmp_path, record())
+    (tmp_path / f"{KEY}.json").rename(tmp_path / "0123456789ab.json")
+    with pytest.raises(RecordError, match=f"holds the run '{KEY}' under another name"):
+        load_record(tmp_path / "0123456789ab.json")
 
 
 def test_load_record_ignores_unknown_fields_and_defaults_extra(tmp_path):
     raw = dataclasses.asdict(record())
     del raw["extra"]
     raw["written_by_a_newer_version"] = 1
-    path = tmp_path / "x.json"
+    path = tmp_path / f"{KEY}.json"
     path.write_text(json.dumps(raw))
     assert load_record(path) == record(extra={})
 
@@ -139,4 +167,12 @@ def test_checkpoint_saves_version_and_rejects_mismatched_weights(tmp_path):
     assert payload["gptlab_version"] == __version__ and payload["format"] == checkpoint.FORMAT
     payload["config"]["model"]["vocab_size"] = 64
     torch.save(payload, path)
-    assert checkpoint_error(path) == f"checkpoint '{path}': weights do not match its config"
+    assert checkpoint_error(path) == (
+        f"checkpoint '{path}': its vocabulary (65) does not match model.vocab_size = 64")
+    payload["config"]["model"]["vocab_size"] = 65
+    payload["config"]["model"]["arch"] = "gpt"
+    torch.save(payload, path)
+    assert checkpoint_error(path) == f"checkpoint '{path}': its config, vocabulary or weights do not fit together"
+    payload["config"] = {"model": 5}
+    torch.save(payload, path)
+    assert checkpoint_error(path).startswith(f"checkpoint '{path}': ")

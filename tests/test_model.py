@@ -38,14 +38,18 @@ def test_bigram_logits_depend_only_on_current_char():
     assert torch.equal(m.logits(x)[0, 2], m.table.weight[3])
 
 
-def test_generate_appends_tokens_and_crops_context():
+def test_sampling_reads_only_the_last_block_size_tokens():
     torch.manual_seed(0)
     m = build_model(apply_overrides(preset("lecture"), {"model.block_size": 4}).model).eval()
-    idx = torch.zeros(1, 1, dtype=torch.long)
-    out = m.generate(idx, 10, generator=torch.Generator().manual_seed(0))
-    assert out.shape == (1, 11) and out[0, 0] == 0
-    again = m.generate(idx, 10, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(out, again)
+    seen = []
+    m.tok_emb.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    idx = torch.arange(10).view(1, 10)
+    out = list(m.sample_tokens(idx, 3, generator=torch.Generator().manual_seed(0)))
+    assert len(out) == 3 and [s.shape for s in seen] == [(1, 4)] * 3
+    assert seen[0].tolist() == [[6, 7, 8, 9]]  # the last block_size tokens, not the first
+    assert seen[1].tolist() == [[7, 8, 9, out[0]]] and seen[2].tolist() == [[8, 9, out[0], out[1]]]
+    again = list(m.sample_tokens(idx, 3, generator=torch.Generator().manual_seed(0)))
+    assert out == again
 
 
 def test_attention_map_is_causal_and_normalised():

@@ -17,7 +17,9 @@ def fake_record(spec, loss, variant=None):
         key=spec.key, grid=spec.grid, variant=variant or spec.variant, seed=spec.seed, config=spec.config.to_dict(),
         status="done" if loss is not None else "diverged", final_val_loss=loss, best_val_loss=loss,
         final_train_loss=None if loss is None else loss - 0.1, diverged_at=None if loss is not None else 7,
-        history=[], params=100, tokens_per_sec=1000.0, wall_time=1.0, device="cpu", torch_version="t",
+        history=[{"step": 0, "train_loss": 4.2, "val_loss": 4.3, "lr": 1e-3, "elapsed": 0.0},
+                 {"step": 10, "train_loss": loss, "val_loss": loss, "lr": 1e-3, "elapsed": 1.5}],
+        params=100, tokens_per_sec=1000.0, wall_time=1.0, device="cpu", torch_version="t",
         gptlab_version="v", git_commit="c", sample="", created="now",
     )
 
@@ -28,20 +30,22 @@ def make_grid(reports, name="g", extra_set=None):
                     "baseline: a\n")
     grid = load_grid(path, extra_set)
     grid_dir = reports / name
-    write_manifest(grid, grid_dir, "cpu")
+    write_manifest(grid, grid_dir, "cpu", trained=True)
     for spec in grid.runs():
         save_record(grid_dir / "runs", fake_record(spec, LOSSES[(spec.variant, spec.seed)]))
     return grid, grid_dir
 
 
-def test_load_one_grid_gives_one_row_per_run(tmp_path):
+def test_load_one_grid_gives_one_row_per_run_with_config_columns(tmp_path):
     _, grid_dir = make_grid(tmp_path)
     (grid_dir / "runs" / "broken.json").write_text("{not json")
     runs = results.load(grid_dir)
-    assert list(runs.columns) == results.COLUMNS
+    assert list(runs.columns[: len(results.RUN_COLUMNS)]) == results.RUN_COLUMNS
     assert list(zip(runs.variant, runs.seed)) == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
     assert runs.final_val_loss.tolist()[:3] == [2.0, 2.2, 1.8] and math.isnan(runs.final_val_loss.iloc[3])
     assert runs.status.tolist() == ["done", "done", "done", "diverged"]
+    assert runs["model.n_layer"].tolist() == [3, 3, 1, 1] and runs["train.seed"].tolist() == [1, 2, 1, 2]
+    assert runs.is_baseline.tolist() == [True, True, False, False] and not runs.leaks_future.any()
 
 
 def test_records_of_an_earlier_invocation_are_left_out_unless_asked(tmp_path):
@@ -63,25 +67,55 @@ def test_load_a_folder_of_grids(tmp_path):
         results.load(tmp_path / "missing")
 
 
-def test_summary_ranks_variants_with_spread_and_delta(tmp_path):
+def test_summary_ranks_variants_with_spread_delta_and_the_grids_baseline(tmp_path):
     _, grid_dir = make_grid(tmp_path)
-    table = results.summary(results.load(grid_dir), baseline="a")
-    assert list(table.columns) == results.SUMMARY_COLUMNS
+    table = results.summary(results.load(grid_dir))
     assert table.variant.tolist() == ["b", "a"]
     b, a = table.iloc[0], table.iloc[1]
     assert a["mean"] == pytest.approx(2.1) and a["std"] == pytest.approx(0.1414, abs=1e-4)
-    assert (a["min"], a["max"], a["delta"], a["runs"], a["diverged"]) == (2.0, 2.2, 0.0, 2, 0)
+    assert (a["min"], a["max"], a["runs"], a["diverged"], a["is_baseline"]) == (2.0, 2.2, 2, 0, True)
     assert b["mean"] == pytest.approx(1.8) and b["delta"] == pytest.approx(-0.3) and b["diverged"] == 1
-    assert math.isnan(b["std"])  # one finished seed: no spread
-    assert b["train_loss"] == pytest.approx(1.7)
-    assert results.summary(results.load(grid_dir)).delta.isna().all()
-    assert results.summary(results.load(grid_dir).iloc[:0]).empty
+    assert b["std"] is None or math.isnan(b["std"])  # one finished seed: no spread
+    assert b["train_loss"] == pytest.approx(1.7) and b["verdict"] == "one seed"
+    assert "p_value" in table.columns
+    again = results.summary(results.load(grid_dir), baseline="b")
+    assert again.set_index("variant").loc["a", "delta"] == pytest.approx(0.3)
 
 
-def test_write_csv_round_trips(tmp_path):
+def test_summary_refuses_a_baseline_that_is_no_variant_and_mixed_grids(tmp_path):
+    make_grid(tmp_path, "g")
+    make_grid(tmp_path, "h")
+    with pytest.raises(GptlabError, match="baseline 'nope' is not a variant of these runs; choose one of: a; b"):
+        results.summary(results.load(tmp_path / "g"), baseline="nope")
+    with pytest.raises(GptlabError, match="summary compares the variants of one grid"):
+        results.summary(results.load(tmp_path))
+    assert results.summary(results.load(tmp_path / "g").iloc[:0]).empty
+
+
+def test_summary_of_the_table_equals_the_reports(tmp_path):
     _, grid_dir = make_grid(tmp_path)
+    from_table = results.summary(results.load(grid_dir)).to_dict("records")
+    from_records = [row.to_dict() for row in results.summarize_grid(results.load_grid_runs(grid_dir))]
+    for a, b in zip(from_table, from_records):
+        assert {k: v for k, v in a.items() if v is not None and v == v} == {
+            k: v for k, v in b.items() if v is not None and v == v}
+
+
+def test_curves_are_one_row_per_evaluation(tmp_path):
+    _, grid_dir = make_grid(tmp_path)
+    curves = results.curves(grid_dir)
+    assert list(curves.columns) == results.CURVE_COLUMNS and len(curves) == 8
+    first = curves.iloc[0]
+    assert (first.grid, first.variant, first.seed, first.step, first.val_loss) == ("g", "a", 1, 0, 4.3)
+
+
+def test_tables_are_written_once_and_round_trip(tmp_path):
+    _, grid_dir = make_grid(tmp_path)
+    grid_runs = results.load_grid_runs(grid_dir)
+    assert results.write_tables(grid_runs) == [grid_dir / "results.csv", grid_dir / "curves.csv"]
+    assert results.write_tables(grid_runs) == []  # unchanged: nothing written
+    again = pd.read_csv(grid_dir / "results.csv", dtype={"key": str, "git_commit": str})
     runs = results.load(grid_dir)
-    path = results.write_csv(runs, grid_dir / "results.csv")
-    again = pd.read_csv(path, dtype={"key": str, "git_commit": str})
     assert again.key.tolist() == runs.key.tolist()
     assert again.final_val_loss.iloc[:3].tolist() == runs.final_val_loss.iloc[:3].tolist()
+    assert len(pd.read_csv(grid_dir / "curves.csv")) == 8

@@ -1,7 +1,8 @@
 """The causal mask: token t may only read tokens <= t, or training teaches it to copy the future.
 
-``after`` scores every pair then fills the future with -inf (lecture; fused on the fast path); ``before``
-computes only the causal pairs, row by row (same numbers, less parallel); ``none`` leaks the future.
+``after`` scores every pair then fills the future with -inf (the lecture; the fused kernel on the fast path);
+``before`` computes only the causal pairs, row by row (same numbers, less parallel); ``none`` leaks the future.
+Replaces the ``masked_fill`` line in ``gptlab/gpt.py`` (``CausalSelfAttention.forward``).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptlab.registry import Registry
+from gptlab.config import ModelConfig
+from gptlab.registry import ModuleBuilder, Registry
 
-MASK = Registry("model.mask", "a decoder must not see the future: mask the scores of later tokens")
+MASK: Registry[ModuleBuilder] = Registry(
+    "model.mask", "a decoder must not see the future: mask the scores of later tokens")
 
 
 def scaled_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -21,14 +24,17 @@ def scaled_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 class ScoreAllPairs(nn.Module):
-    """Score all T x T pairs, optionally mask the future, softmax, aggregate the values."""
+    """Score all T x T pairs, optionally mask the future, softmax, aggregate the values.
+
+    ``fused`` takes ``scaled_dot_product_attention`` (one kernel, same numbers); otherwise the explicit code runs.
+    """
 
     causal = True
 
-    def __init__(self, dropout: float = 0.0, fused: bool = True) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.fused = fused
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.fused = cfg.fused
 
     def weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """The explicit reference: attention probabilities of shape (..., T, T)."""
@@ -53,9 +59,9 @@ class NoMask(ScoreAllPairs):
 class CausalRows(nn.Module):
     """Only the causal pairs: row t scores keys 0..t, so the future is never computed at all."""
 
-    def __init__(self, dropout: float = 0.0, fused: bool = True) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
 
     def rows(self, q: torch.Tensor, k: torch.Tensor) -> list[torch.Tensor]:
         """Row t: softmax over the t + 1 scores of query t against keys 0..t."""
@@ -72,4 +78,4 @@ class CausalRows(nn.Module):
 
 MASK.register("after", "score every pair, then set future scores to -inf (the lecture; fused kernel)")(ScoreAllPairs)
 MASK.register("before", "compute only the causal pairs, row by row: same result, less parallel")(CausalRows)
-MASK.register("none", "no mask: every token sees the future, so the loss is a lie")(NoMask)
+MASK.register("none", "no mask: every token sees the future, so the loss is a lie", leaks_future=True)(NoMask)

@@ -2,14 +2,18 @@
 
 LayerNorm normalises each token over its features; BatchNorm each feature over the batch and time
 (in training its statistics mix tokens, future ones included); RMSNorm rescales without centring.
+Replaces ``nn.LayerNorm(n_embd)`` in ``gptlab/gpt.py`` (``Block.__init__`` and ``GPT.__init__``).
 """
+
+from __future__ import annotations
 
 import torch
 from torch import nn
 
-from gptlab.registry import Registry
+from gptlab.config import ModelConfig
+from gptlab.registry import ModuleBuilder, Registry
 
-NORM = Registry("model.norm", "normalise activations so that deep stacks stay well scaled")
+NORM: Registry[ModuleBuilder] = Registry("model.norm", "normalise activations so that deep stacks stay well scaled")
 
 
 class BatchNormOverTokens(nn.Module):
@@ -36,20 +40,20 @@ class RMSNorm(nn.Module):
 
 
 @NORM.register("layernorm", "each token normalised over its features (the lecture)")
-def layernorm(n_embd: int, bias: bool = True) -> nn.Module:
-    return nn.LayerNorm(n_embd, bias=bias)
+def layernorm(cfg: ModelConfig) -> nn.Module:
+    return nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
 
 
 @NORM.register("batchnorm", "each feature normalised over batch and time; stats mix tokens")
-def batchnorm(n_embd: int, bias: bool = True) -> nn.Module:
-    return BatchNormOverTokens(n_embd)
+def batchnorm(cfg: ModelConfig) -> nn.Module:
+    return BatchNormOverTokens(cfg.n_embd)
 
 
 @NORM.register("rmsnorm", "rescale each token to unit RMS without subtracting the mean")
-def rmsnorm(n_embd: int, bias: bool = True) -> nn.Module:
-    return RMSNorm(n_embd)
+def rmsnorm(cfg: ModelConfig) -> nn.Module:
+    return RMSNorm(cfg.n_embd)
 
 
 @NORM.register("none", "no normalisation")
-def no_norm(n_embd: int, bias: bool = True) -> nn.Module:
+def no_norm(cfg: ModelConfig) -> nn.Module:
     return nn.Identity()

@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from gptlab.data import PROJECT_ROOT
+from gptlab.files import PROJECT_ROOT
 
 MUTANTS_DIR = PROJECT_ROOT / "mutants"
 STATS_FILE = MUTANTS_DIR / "mutmut-cicd-stats.json"
