@@ -1,7 +1,9 @@
 """Speed benchmark: each gptlab preset against the recipe it reproduces, in one process, runs interleaved A/B/A/B.
 
-Prints ms/iter, tokens/s, MFU, peak memory, wall time, final val loss and time-to-loss, then the issue's target ratios.
-Usage: ``python benchmarks/bench.py [--preset lecture cpu] [--device cpu|cuda] [--repeats N] [--quick]``.
+Prints ms/iter, tokens/s, MFU, peak memory, wall time, final val loss and time-to-loss, then the target ratios;
+``--group N`` also times N seeds of the ``lecture`` preset trained as one stacked model against one run.
+Usage: ``python benchmarks/bench.py [--preset lecture cpu full] [--device cpu|cuda] [--repeats N] [--quick]
+[--max-iters N] [--group N]``.
 """
 
 from __future__ import annotations
@@ -25,20 +27,23 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference as ref  # noqa: E402
 
-from gptlab.config import ModelConfig, RunConfig, apply_overrides, preset  # noqa: E402
+from gptlab.config import NANOGPT_RECIPE, ModelConfig, RunConfig, apply_overrides, preset  # noqa: E402
 from gptlab.data import Corpus, read_text  # noqa: E402
 from gptlab.display import console  # noqa: E402
 from gptlab.flops import flops_per_token, matmul_peak_flops, mfu  # noqa: E402
+from gptlab.group import train_group  # noqa: E402
 from gptlab.train import Progress, train  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "tinyshakespeare.txt"
 DEFAULT_THREADS = torch.get_num_threads()
 QUICK_FACTOR = 10  # --quick: a tenth of the iterations and of the eval work, evals at the same relative points
 TARGET_LOSS = {"lecture": 2.10, "cpu": 1.89, "full": 1.47}
-NANO_GPU = ref.NanoConfig(  # nanoGPT's config/train_shakespeare_char.py on a GPU (the recipe also compiles)
+NANO_GPU = ref.NanoConfig(  # nanoGPT's config/train_shakespeare_char.py on a GPU, compiled as it ships
     batch_size=64, block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, max_iters=5000,
-    lr_decay_iters=5000, eval_iters=200,
+    lr_decay_iters=5000, eval_iters=200, compile=True,
 )
+# The gptlab side of each comparison: the preset, on the reference's optimisation recipe where they differ.
+GPTLAB_SIDE: dict[str, dict[str, Any]] = {"lecture": {}, "cpu": {}, "full": NANOGPT_RECIPE}
 
 
 @dataclass
@@ -51,7 +56,7 @@ class Reference:
 REFERENCES = {
     "lecture": Reference("lecture gpt.py", ref.train_lecture, ref.LectureConfig()),
     "cpu": Reference("nanoGPT (CPU recipe)", ref.train_nanogpt, ref.NanoConfig()),
-    "full": Reference("nanoGPT (GPU recipe, no compile)", ref.train_nanogpt, NANO_GPU),
+    "full": Reference("nanoGPT (GPU recipe, compiled)", ref.train_nanogpt, NANO_GPU),
 }
 
 
@@ -152,16 +157,20 @@ def shrunk(value: int) -> int:
     return max(1, value // QUICK_FACTOR) if value else 0
 
 
-def gptlab_config(name: str, device: torch.device, quick: bool, threads: int) -> RunConfig:
-    cfg = apply_overrides(preset(name), {"train.device": device.type, "train.threads": threads})
+def gptlab_config(name: str, device: torch.device, quick: bool, threads: int, max_iters: int | None) -> RunConfig:
+    cfg = apply_overrides(preset(name), {**GPTLAB_SIDE[name], "train.device": device.type, "train.threads": threads,
+                                         **({"train.max_iters": max_iters} if max_iters else {})})
     if quick:
         for key in ("max_iters", "eval_interval", "eval_windows", "warmup_iters"):
             setattr(cfg.train, key, shrunk(getattr(cfg.train, key)))
     return cfg
 
 
-def reference_config(name: str, quick: bool) -> Any:
+def reference_config(name: str, quick: bool, max_iters: int | None) -> Any:
+    """The reference's recipe; ``max_iters`` stops it early (its lr schedule keeps its own length)."""
     config = REFERENCES[name].config
+    if max_iters:
+        config = dataclasses.replace(config, max_iters=max_iters)
     if not quick:
         return config
     keys = ("max_iters", "eval_interval", "eval_iters", "warmup_iters", "lr_decay_iters")
@@ -195,7 +204,8 @@ def compare(name: str, device: torch.device, args: argparse.Namespace, target_lo
     Both start from ``--threads`` or torch's default; gptlab's ``train.threads`` = ``--threads`` (0 = automatic).
     """
     text = read_text(DATA)
-    cfg, config = gptlab_config(name, device, args.quick, args.threads), reference_config(name, args.quick)
+    cfg = gptlab_config(name, device, args.quick, args.threads, args.max_iters)
+    config = reference_config(name, args.quick, args.max_iters)
     threads, repeats = args.threads or DEFAULT_THREADS, args.repeats
     result = Comparison(name, REFERENCES[name].name, target_loss)
     for i in range(repeats):
@@ -259,9 +269,39 @@ def target_rows(c: Comparison, peak: float) -> list[tuple[str, float, str]]:
             ("cpu: gptlab MFU", median_of(ours, lambda r: mfu(r.flops_token, r.tokens_per_sec, peak)), ">= 0.40"),
         ]
     return [
-        ("full: gptlab final val loss", median_of(ours, lambda r: r.final_val), "<= 1.47"),
-        ("full: gptlab wall time s", median_of(ours, lambda r: r.wall), "<= 90"),
+        ("full: ms/iter gptlab (eager) / nanoGPT (compiled)",
+         ratio(median_of(ours, lambda r: r.ms_per_iter), median_of(theirs, lambda r: r.ms_per_iter)), "<= 1.0"),
+        ("full: gptlab ms/iter", median_of(ours, lambda r: r.ms_per_iter), "<= 7"),
+        (f"full: gptlab time to val <= {c.target_loss} s", median_of(ours, lambda r: r.time_to(c.target_loss)),
+         "<= 30"),
+        (f"full: time to val <= {c.target_loss} gptlab / nanoGPT",
+         ratio(median_of(ours, lambda r: r.time_to(c.target_loss)),
+               median_of(theirs, lambda r: r.time_to(c.target_loss))), "<= 1.0"),
+        ("full: gptlab MFU", median_of(ours, lambda r: mfu(r.flops_token, r.tokens_per_sec, peak)), ">= 0.15"),
     ]
+
+
+def group_speed(device: torch.device, seeds: int, max_iters: int | None, quick: bool) -> Table:
+    """One ``lecture`` run against ``seeds`` seeds trained as one stacked model, interleaved: wall times."""
+    text = read_text(DATA)
+    cfg = gptlab_config("lecture", device, quick, 0, max_iters)
+    cfgs = [apply_overrides(cfg, {"train.seed": 1337 + i}) for i in range(seeds)]
+    times: dict[str, list[float]] = {"one run": [], f"{seeds} seeds as one group": []}
+    for _ in range(2):
+        for label, run in (("one run", lambda: train(cfg, Corpus.from_text(text))),
+                           (f"{seeds} seeds as one group", lambda: train_group(cfgs, Corpus.from_text(text)))):
+            clock = Clock(device)
+            run()
+            times[label].append(clock.now() - clock.start)
+    table = Table(title=f"lecture preset, {cfg.train.max_iters} iters: {seeds} seeds as one stacked model vs one "
+                        "run (2 interleaved pairs, medians; whole runs, evals included)")
+    for column in ("what", "wall time s", "ratio to one run", "seeds per second of training"):
+        table.add_column(column, justify="left" if column == "what" else "right")
+    one = statistics.median(times["one run"])
+    for label, values in times.items():
+        wall, count = statistics.median(values), 1 if label == "one run" else seeds
+        table.add_row(label, f"{wall:.1f}", f"{wall / one:.2f}", f"{count / wall:.3f}")
+    return table
 
 
 def meets(value: float, goal: str) -> bool:
@@ -295,15 +335,17 @@ def machine(device: torch.device, peak: float) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", nargs="+", choices=list(REFERENCES), default=["lecture", "cpu"])
+    parser.add_argument("--preset", nargs="*", choices=list(REFERENCES), default=["lecture", "cpu"])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--repeats", type=int, default=1, help="A/B pairs per preset (medians are reported)")
     parser.add_argument("--quick", action="store_true", help=f"1/{QUICK_FACTOR} of the iterations: a smoke test")
     parser.add_argument("--threads", type=int, default=0,
                         help="pin both sides to N CPU threads (default 0: each as its user runs it)")
     parser.add_argument("--target-loss", type=float, help=f"time-to-loss target, all presets (default {TARGET_LOSS})")
+    parser.add_argument("--max-iters", type=int, help="stop every run after N iterations (schedules keep their length)")
+    parser.add_argument("--group", type=int, default=0, help="also time N lecture seeds as one group vs one run")
     args = parser.parse_args(argv)
-    for name, least in (("repeats", 1), ("threads", 0)):
+    for name, least in (("repeats", 1), ("threads", 0), ("group", 0)):
         if getattr(args, name) < least:
             parser.error(f"--{name} = {getattr(args, name)} is not allowed; must be >= {least}")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -327,6 +369,8 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"val loss by step, gptlab: {curve(c.ours)}")
         console.print(f"val loss by step, {c.reference}: {curve(c.theirs)}")
     console.print(targets_table(comparisons, peak, args.quick))
+    if args.group:
+        console.print(group_speed(device, args.group, args.max_iters, args.quick))
     console.print(
         "Each side's val loss is its own evaluation: gptlab scores fixed, evenly spaced validation windows "
         "(train.eval_windows); the references score random batches (eval_iters), so time-to-loss compares each "

@@ -149,6 +149,7 @@ class NanoConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0
+    compile: bool = False  # nanoGPT's GPU recipe compiles the model (torch.compile)
 
 
 class LayerNorm(nn.Module):
@@ -343,8 +344,9 @@ def train_nanogpt(text: str, cfg: NanoConfig, device: torch.device, hooks: Hooks
                 return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
             return x, y
 
-        model = NanoGPT(cfg).to(device)
-        optimizer = nano_optimizer(model, cfg, device)
+        raw_model = NanoGPT(cfg).to(device)
+        optimizer = nano_optimizer(raw_model, cfg, device)
+        model = torch.compile(raw_model) if cfg.compile else raw_model
 
         @torch.no_grad()
         def estimate_loss() -> dict[str, float]:
@@ -373,7 +375,7 @@ def train_nanogpt(text: str, cfg: NanoConfig, device: torch.device, hooks: Hooks
             X, Y = get_batch("train")  # prefetch the next batch while the device works
             loss.backward()
             if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             loss.item()  # the recipe logs every step (log_interval 1), which syncs

@@ -19,6 +19,7 @@ from gptlab.files import write_atomic
 
 SCHEMA = 1
 STATUSES = ("done", "diverged")
+SAMPLE_PROMPT, SAMPLE_TOKENS, SAMPLE_SEED = "\n", 300, 1337  # the sample a record keeps of its model
 
 
 @dataclass

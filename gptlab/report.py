@@ -19,7 +19,7 @@ from gptlab.errors import GptlabError
 from gptlab.files import write_if_changed
 from gptlab.grid import DEFAULT_SCALE, format_value
 from gptlab.results import GridRuns, VariantRow, finished, grid_folders, load_grid_runs, summarize_grid
-from gptlab.sampling import SAMPLE_SEED
+from gptlab.record import SAMPLE_SEED
 from gptlab.stats import METHOD, summarize
 
 ATTENTION_KEYS = {"model.qk", "model.values", "model.mask"}

@@ -36,9 +36,9 @@ from gptlab.files import PROJECT_ROOT, write_if_changed
 from gptlab.grid import Grid, RunSpec
 from gptlab.group import solo_reason, train_group
 from gptlab.locks import Locks, describe, lock_path
-from gptlab.record import RecordError, RunRecord, load_record, save_record
+from gptlab.record import SAMPLE_SEED, SAMPLE_TOKENS, RecordError, RunRecord, load_record, save_record
 from gptlab.model import GPT
-from gptlab.sampling import SAMPLE_SEED, SAMPLE_TOKENS, attention_map, generate_text, sample_prompt
+from gptlab.sampling import attention_map, generate_text, sample_prompt
 from gptlab.train import Progress, TrainResult, train
 
 PROGRESS_INTERVAL_S = 0.25

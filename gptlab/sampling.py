@@ -8,9 +8,9 @@ import torch
 
 from gptlab.data import CharTokenizer
 from gptlab.errors import GptlabError
+from gptlab.record import SAMPLE_PROMPT
 from gptlab.model import GPT, Block, LanguageModel
 
-SAMPLE_PROMPT, SAMPLE_TOKENS, SAMPLE_SEED = "\n", 300, 1337  # what a grid's run records keep of each model
 MAX_SAMPLE_TOKENS = 100_000
 
 

@@ -142,3 +142,14 @@ def test_bad_arguments_exit_with_code_2():
 
 def test_matmul_peak_is_a_positive_rate():
     assert 1e6 < matmul_peak_flops(size=128, repeats=2) < 1e15
+
+
+def test_the_gpu_check_dry_runs_every_step_on_a_cpu(tmp_path):
+    """benchmarks/gpu_check.py --tiny: every step's command runs (CUDA tests skip), a report is written."""
+    import gpu_check  # noqa: E402
+
+    assert gpu_check.main([str(tmp_path), "--tiny"]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.count("| 0 |") == 4 and "not a measurement" in summary
+    assert "seeds as one group" in summary and "nanoGPT" in summary
+    assert (tmp_path / "reports" / "qk-full" / "README.md").read_text().startswith("# Queries ask")

@@ -2,7 +2,7 @@ import pytest
 
 from gptlab.config import preset
 from gptlab.errors import GptlabError
-from gptlab.grid import Grid, axis_labels, check_grid, format_value, grid_path, load_grid, select_seeds
+from gptlab.grid import FULL_SCALE, Grid, axis_labels, check_grid, format_value, grid_path, load_grid, select_seeds
 
 GRID = """
 name: demo
@@ -217,7 +217,11 @@ def test_a_scale_lays_its_keys_over_the_file(tmp_path):
     assert (small.name, small.scale, small.scales) == ("x", "cpu", ["cpu", "full", "broken"])
     assert (full.name, full.scale, full.preset, full.seeds) == ("x-full", "full", "cpu", [1, 2, 3])
     assert [v.name for v in full.variants] == ["n_layer=4", "n_layer=8"]
-    assert full.set == {"train.max_iters": 300} and full.runs()[0].config.model.n_embd == 128
+    assert full.set == {**FULL_SCALE["set"], "train.max_iters": 300} and full.runs()[0].config.model.n_embd == 128
+    default_full = load_grid(write(tmp_path, BASE, "plain.yaml"), scale="full")  # every file has the full scale
+    assert (default_full.preset, default_full.seeds, default_full.set) == (
+        "full", FULL_SCALE["seeds"], FULL_SCALE["set"])
+    assert default_full.runs()[0].config.train.lr == 1e-3 and default_full.runs()[0].config.model.n_embd == 384
     assert [c.than for c in full.claims] == ["n_layer=4"] and [c.variant for c in small.claims] == ["n_layer=2"]
     with pytest.raises(GptlabError, match="claims\\[0\\].variant: 'n_layer=2' matches no variant"):
         load_grid(path, scale="broken")  # the file's claims name variants this scale does not have
