@@ -192,6 +192,7 @@ def ablate(
     force: bool = typer.Option(False, "--force", help="Rerun runs that already have a record."),
     out: Path = typer.Option(Path("reports"), "--out", help="Results folder; the grid writes OUT/<name>/."),
     max_runs: int = typer.Option(1000, "--max-runs", help="Refuse a grid of more runs than this."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files of the runs."),
 ) -> None:
     """Run an ablation grid (resumable): every variant x seed, then a ranked table, results.csv and the report."""
 
@@ -232,6 +233,8 @@ def ablate(
         console.print(results_table(f"{grid.title} ({grid.metric}, ranked)", summarize_grid(grid_runs),
                                     variant_axes(grid), console.width, failed + held))
         written = write_tables(grid_runs)
+        if tensorboard:
+            write_events_of(grid_runs)
         readme, _, _ = report.render(grid_runs)
         index = report.write_index(out)
         console.print(f"report: {readme} (index {index}); tables: "
@@ -277,6 +280,7 @@ def report_command(
                             help="rich: render the reports, then show tables; markdown, csv, json: print only."),
     only: Optional[str] = typer.Option(None, "--grid", help="Only this grid (its folder name)."),
     check: bool = typer.Option(False, "--check", help="Check every grid's claims; exit 1 if one is contradicted."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files of the runs."),
 ) -> None:
     """Render each grid's README.md and figures (and the index) from its run records, or export or check them."""
 
@@ -302,10 +306,21 @@ def report_command(
             contradicted = check_claims(loaded)
             raise typer.Exit(1 if contradicted else 2 if broken else 0)
         export(loaded, fmt, path if only is None else None)
+        if tensorboard:
+            for grid_runs in loaded:
+                write_events_of(grid_runs)
         if broken:
             raise typer.Exit(2)
 
     guarded(run)
+
+
+def write_events_of(grid_runs: GridRuns) -> None:
+    from gptlab.tensorboard import FOLDER, write_events
+
+    written = write_events(grid_runs)
+    console.print(f"tensorboard: {len(written)} new runs in {grid_runs.folder / FOLDER} "
+                  f"(tensorboard --logdir {grid_runs.folder / FOLDER})", highlight=False)
 
 
 def report_folders(path: Path, only: str | None) -> list[Path]:

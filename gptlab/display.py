@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -17,9 +17,10 @@ from rich.progress import (
     ProgressColumn,
     Task,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.measure import Measurement
+from rich.table import Column as ColumnSpec
 from rich.table import Table
 from rich.text import Text
 
@@ -40,15 +41,16 @@ class RateColumn(ProgressColumn):
 
 
 def progress_bar(target: Console | None = None) -> Progress:
-    """Description, bar, n/total, it/s, elapsed, ETA and a ``losses`` field for the latest numbers."""
+    """Description (wrapped, never cut), bar, n/total, it/s, ETA and a ``losses`` field for the latest numbers;
+    at 80 columns a long description folds onto a second line and the numbers keep their width."""
+    fixed = {"no_wrap": True}
     return Progress(
-        TextColumn("[bold]{task.description}", table_column=None),
-        BarColumn(bar_width=16),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[losses]}"),
+        TextColumn("[bold]{task.description}", table_column=ColumnSpec(ratio=1, overflow="fold")),
+        BarColumn(bar_width=10, table_column=ColumnSpec(**fixed)),  # type: ignore[arg-type]
+        MofNCompleteColumn(table_column=ColumnSpec(**fixed)),  # type: ignore[arg-type]
+        RateColumn(table_column=ColumnSpec(min_width=10, **fixed)),  # type: ignore[arg-type]
+        TimeRemainingColumn(table_column=ColumnSpec(**fixed)),  # type: ignore[arg-type]
+        TextColumn("{task.fields[losses]}", table_column=ColumnSpec(**fixed)),  # type: ignore[arg-type]
         console=target or console,
     )
 
@@ -119,31 +121,33 @@ class Column:
         return max(len(self.header), *(len(c) for c in self.cells)) if self.cells else len(self.header)
 
 
-def fit(columns: list[Column], width: int, padding: int = 3) -> list[Column]:
-    """Drop the most droppable columns until the rest fit ``width`` (wrapping columns count at 16)."""
+def fitted_table(columns: list[Column], width: int, title: str | None = None) -> Table:
+    """A table of ``columns`` within ``width`` characters: the most droppable columns go first, measured by rich
+    (a wrapping column counts at up to 16 characters; no cell is cut)."""
     kept = list(columns)
-
-    def needed() -> int:
-        return sum(min(c.width(), 16) if c.wraps else c.width() for c in kept) + padding * len(kept)
-
+    table = build_table(kept, title)
     for column in sorted((c for c in columns if c.drop), key=lambda c: -c.drop):
-        if needed() <= width:
+        if table_width(table) <= width:
             break
         kept.remove(column)
-    return kept
-
-
-def fitted_table(columns: list[Column], width: int, title: str | None = None,
-                 caption: str | None = None) -> Table:
-    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left", caption_justify="left",
-                  pad_edge=False)
-    kept = fit(columns, width)
-    for column in kept:
-        table.add_column(column.header, justify="right" if column.right else "left", no_wrap=not column.wraps,
-                         overflow="fold")
-    for i in range(len(columns[0].cells) if columns else 0):
-        table.add_row(*[c.cells[i] for c in kept])
+        table = build_table(kept, title)
     return table
+
+
+def build_table(columns: list[Column], title: str | None) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", show_edge=False, collapse_padding=True)
+    for column in columns:
+        table.add_column(column.header, justify="right" if column.right else "left", no_wrap=not column.wraps,
+                         overflow="fold", min_width=min(column.width(), 16) if column.wraps else column.width())
+    for i in range(len(columns[0].cells) if columns else 0):
+        table.add_row(*[c.cells[i] for c in columns])
+    return table
+
+
+def table_width(table: Table) -> int:
+    """The narrowest width ``table`` renders in without cutting a cell."""
+    probe = Console(width=1000)
+    return Measurement.get(probe, probe.options, table).minimum
 
 
 def number(value: float | None, fmt: str) -> str:
@@ -159,7 +163,7 @@ VERDICT_LEGEND = ("Δ = mean − baseline mean; verdict: Welch's t-test over see
 
 
 def results_table(title: str, rows: Sequence[VariantRow], axes: dict[str, dict[str, str]] | None,
-                  width: int, failed: Sequence[str] = ()) -> Table:
+                  width: int, failed: Sequence[str] = ()) -> Group:
     """Variants ranked by mean val loss. With ``axes`` (variant -> axis -> value, for a product grid) each
     varied axis gets its own column instead of the variant's name; ``failed`` lines follow the table."""
     columns = [Column("#", [str(i) for i in range(1, len(rows) + 1)], drop=4)]
@@ -183,7 +187,7 @@ def results_table(title: str, rows: Sequence[VariantRow], axes: dict[str, dict[s
     if any(r.leaks_future for r in rows):
         notes.append("⚠ = leaks the future (no causal mask): its low loss is not a real result")
     notes += [f"failed: {line}" for line in failed]
-    return fitted_table(columns, width, title=title, caption="\n".join(notes))
+    return Group(fitted_table(columns, width, title=title), Text("\n".join(notes)))
 
 
 def mark(row: VariantRow, before: str = "") -> str:

@@ -119,3 +119,22 @@ def test_tables_are_written_once_and_round_trip(tmp_path):
     assert again.key.tolist() == runs.key.tolist()
     assert again.final_val_loss.iloc[:3].tolist() == runs.final_val_loss.iloc[:3].tolist()
     assert len(pd.read_csv(grid_dir / "curves.csv")) == 8
+
+
+def test_tensorboard_event_files_load_in_tensorboards_reader(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from gptlab.tensorboard import run_folder, write_events
+
+    _, grid_dir = make_grid(tmp_path)
+    for record in (grid_dir / "runs").glob("*.json"):  # fake_record leaves `created` unparseable: give it a time
+        record.write_text(record.read_text().replace('"created": "now"', '"created": "2026-01-01T00:00:00+00:00"'))
+    grid_runs = results.load_grid_runs(grid_dir)
+    assert len(write_events(grid_runs)) == 4
+    assert write_events(grid_runs) == []  # written once per run
+    events = EventAccumulator(str(run_folder(grid_runs, "a", 2)))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {"loss/train", "loss/val", "lr"}
+    val = events.Scalars("loss/val")
+    assert [(e.step, round(e.value, 4)) for e in val] == [(0, 4.3), (10, 2.2)]
+    assert val[1].wall_time - val[0].wall_time == pytest.approx(1.5)

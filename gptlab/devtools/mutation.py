@@ -1,6 +1,9 @@
 """Mutation score of the core: run mutmut, read its CI/CD stats, list the survivors by module.
 
 Score = killed / (total - skipped); the command exits 1 when the score is under ``--min-score``.
+
+``--catalogue`` checks the catalogue of learners' bugs instead (``gptlab/devtools/catalogue.py``): each bug is
+patched into a copy of the project and must be killed by its named test; exit 1 when one is not.
 """
 
 from __future__ import annotations
@@ -80,9 +83,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-score", type=float, default=0.90, help="fail under this score (default 0.90)")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1, help="parallel mutant workers")
     parser.add_argument("--fresh", action="store_true", help="delete mutants/ first: a full run, not incremental")
+    catalogue = parser.add_argument_group("the catalogue of learners' bugs (instead of mutmut)")
+    catalogue.add_argument("--catalogue", action="store_true",
+                           help="patch each catalogued bug into a copy of the project; its named test must fail")
+    catalogue.add_argument("--measure", action="store_true",
+                           help="also train the lecture model 1000 steps per bug and report its val loss "
+                                "(implies --catalogue)")
+    catalogue.add_argument("--markdown", action="store_true", help="with --measure: also print the docs' table")
+    catalogue.add_argument("--full", action="store_true",
+                           help="run the default test selection (-x) for every entry, not only its named test")
+    catalogue.add_argument("--only", default=None, metavar="ID[,ID...]", help="check only these entries")
+    catalogue.add_argument("--jobs", type=int, default=2, help="entries checked at once, each on its own copy (default 2)")
     args = parser.parse_args(argv)
     if not 0 <= args.min_score <= 1:
         parser.error(f"--min-score = {args.min_score} is not allowed; must be in [0, 1]")
+    if args.jobs < 1:
+        parser.error(f"--jobs = {args.jobs} is not allowed; must be >= 1")
+    catalogue_only = [name for name in ("markdown", "full", "only") if getattr(args, name)]
+    if args.measure:
+        args.catalogue = True
+    if catalogue_only and not args.catalogue:
+        parser.error(f"--{catalogue_only[0]} goes with --catalogue")
+    if args.markdown and not args.measure:
+        parser.error("--markdown goes with --measure")
+    if args.catalogue:
+        from gptlab.devtools import catalogue as bugs
+
+        ids = [i.strip() for i in args.only.split(",") if i.strip()] if args.only else None
+        try:
+            bugs.select(ids)
+        except ValueError as err:
+            parser.error(str(err))
+        return bugs.main(ids, jobs=args.jobs, full=args.full, do_measure=args.measure, markdown=args.markdown)
     if args.fresh:
         shutil.rmtree(MUTANTS_DIR, ignore_errors=True)
     start = time.perf_counter()
