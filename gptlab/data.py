@@ -38,6 +38,8 @@ class CharTokenizer:
 def read_text(path: str | Path) -> str:
     """The file's UTF-8 text, or a one-line error for a missing, empty or non-UTF-8 file."""
     p = resolve_path(path)
+    if p.is_dir():
+        raise GptlabError(f"data.path = '{path}': a folder; give a text file")
     if not p.is_file():
         raise GptlabError(f"data.path = '{path}': no such file")
     try:

@@ -9,11 +9,15 @@ TF32 is allowed for what stays in fp32. The CPU trains in fp32.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import os
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 
 from gptlab.errors import GptlabError
+
+if TYPE_CHECKING:
+    from gptlab.config import RunConfig
 
 
 def resolve_device(name: str) -> torch.device:
@@ -22,6 +26,32 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise GptlabError("train.device = 'cuda' is not available on this machine; allowed: auto, cpu")
     return torch.device(name)
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory a run may use: free GPU memory, or the machine's available memory (Linux), else its total."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(cfg: RunConfig) -> None:
+    """Refuse, in one line, a run whose estimated memory exceeds what the device has, before building it."""
+    from gptlab.flops import training_bytes
+
+    device = resolve_device(cfg.train.device)
+    needed, free = training_bytes(cfg), available_bytes(device)
+    if needed > free:
+        m = cfg.model
+        raise GptlabError(
+            f"this run needs about {needed / 2**30:,.1f} GiB to train (model.n_embd = {m.n_embd}, model.n_layer = "
+            f"{m.n_layer}, batch {cfg.train.batch_size} x block {m.block_size}); {device.type} has "
+            f"{free / 2**30:,.1f} GiB available: make the model or the batch smaller")
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:

@@ -29,6 +29,25 @@ def run_flops(cfg: RunConfig, n_params: int) -> tuple[float, float]:
             per_token / 3 * evaluations * 2 * t.eval_windows * m.block_size)
 
 
+def param_estimate(m: ModelConfig) -> int:
+    """Parameters of the model, from its sizes alone (no model built): an upper bound for every variant."""
+    C, L, V, T = m.n_embd, m.n_layer, m.vocab_size, m.block_size
+    if m.arch == "bigram":
+        return V * V
+    per_block = 4 * C * C + 2 * max(1, m.ffn_mult) * C * C + 13 * C + m.ffn_mult * C
+    return L * per_block + (V + T) * C + C * V + 3 * C + V
+
+
+def training_bytes(cfg: RunConfig) -> int:
+    """A rough upper bound of the memory one training run needs: fp32 weights, gradients and AdamW's two
+    moments (16 bytes a parameter), and the activations kept for the backward pass (about 20 floats per token
+    per layer and channel, plus each head's T x T attention weights)."""
+    m, t = cfg.model, cfg.train
+    tokens = t.batch_size * m.block_size
+    activations = tokens * m.n_layer * (20 * m.n_embd + 2 * m.n_head * m.block_size) + tokens * 3 * m.vocab_size
+    return 16 * param_estimate(m) + 4 * activations
+
+
 def matmul_peak_flops(size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
     """Measured matmul FLOP/s: the best of a few ``size``^2 matmuls, fp32 on the CPU, bf16 on CUDA."""
     dtype = torch.bfloat16 if device == "cuda" else torch.float32

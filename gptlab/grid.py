@@ -450,18 +450,26 @@ def check_unique(names: list[str], source: GridSource) -> None:
 
 
 def check_grid(grid: Grid) -> None:
-    """Every variant must validate and build (on the meta device: instant), and no two variants may resolve to
-    the same config."""
-    from gptlab.device import resolve_device
+    """Before anything trains: every variant's data reads and fits its window, its memory fits the device, it
+    validates and builds (on the meta device: instant), and no two variants resolve to the same config."""
+    from gptlab.data import Corpus
+    from gptlab.device import check_fits, resolve_device
     from gptlab.model import check_model
 
     source = GridSource(grid.source or grid.name)
     owner: dict[str, str] = {}
+    corpora: dict[tuple[str, float], Corpus] = {}
     for variant in grid.variants:
         cfg = grid.config(variant, grid.seeds[0])
         try:
             validate(cfg)
             resolve_device(cfg.train.device)
+            data = (cfg.data.path, cfg.data.train_fraction)
+            if data not in corpora:
+                corpora[data] = Corpus.from_file(*data)
+            corpora[data].check_block_size(cfg.model.block_size)
+            cfg.model.vocab_size = corpora[data].tokenizer.vocab_size
+            check_fits(cfg)
             check_model(cfg.model)
         except GptlabError as err:
             raise source.error(f"variant {variant.name!r}", str(err)) from None

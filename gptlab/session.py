@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -28,15 +29,28 @@ class Session:
 def prepare(cfg: RunConfig, out_dir: Path) -> Session:
     """Read the corpus, check the window fits it, build the model on the meta device and check the output
     folder: every mistake is a one-line error before training starts."""
+    from gptlab.device import check_fits
     from gptlab.model import check_model
 
     corpus = Corpus.from_file(cfg.data.path, cfg.data.train_fraction)
     corpus.check_block_size(cfg.model.block_size)
     cfg.model.vocab_size = corpus.tokenizer.vocab_size
+    check_fits(cfg)
     params = check_model(cfg.model)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise GptlabError(f"--out = '{out_dir}': a file, not a folder")
+    check_writable(out_dir, "--out")
     return Session(cfg, corpus, out_dir, params)
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """The folder exists or can be made, and files can be written in it: checked before any training."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise GptlabError(f"{option} = '{folder}': a file (or inside one), not a folder") from None
+    except PermissionError:
+        raise GptlabError(f"{option} = '{folder}': no permission to create it") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise GptlabError(f"{option} = '{folder}': no permission to write in it")
 
 
 def history_csv(history: list[dict[str, float]]) -> str:

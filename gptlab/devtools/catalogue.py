@@ -655,7 +655,8 @@ def loss_text(result: EntryResult) -> str:
 def format_table(results: Sequence[EntryResult], with_loss: bool = False) -> str:
     """One line per entry: id, area, bug, named test, result, first failing test (and the val loss)."""
     header = ["id", "area", "bug", "named test", "result", "first failing test"] + (["val loss"] if with_loss else [])
-    rows = [[r.bug.id, r.bug.area, r.bug.bug, r.bug.test, result_text(r), r.first_failing or "-"]
+    rows = [[r.bug.id, r.bug.area, r.bug.bug, r.bug.test, result_text(r),
+             "(the named test)" if r.first_failing == r.bug.test else r.first_failing or "-"]
             + ([loss_text(r)] if with_loss else []) for r in results]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
@@ -760,11 +761,12 @@ def _report(item: dict[str, str]) -> None:
             f.write(json.dumps(item) + "\n")
 
 
-def _error_type(report: Any) -> str:
-    crash = getattr(getattr(report, "longrepr", None), "reprcrash", None)
-    message = str(getattr(crash, "message", "") or report.longrepr or "")
-    head = message.split(":", 1)[0].strip()
-    return head if head.replace(".", "").replace("_", "").isalnum() else "error"
+_ERRORS: dict[tuple[str, str], str] = {}  # (node id, phase) -> the exception's type name, from makereport
+
+
+def pytest_runtest_makereport(item: Any, call: Any) -> None:
+    if call.excinfo is not None:
+        _ERRORS[(item.nodeid, call.when)] = call.excinfo.typename
 
 
 def pytest_sessionstart(session: Any) -> None:
@@ -775,9 +777,9 @@ def pytest_sessionstart(session: Any) -> None:
 
 def pytest_runtest_logreport(report: Any) -> None:
     if report.failed:
-        _report({"test": report.nodeid, "when": report.when, "error": _error_type(report)})
+        _report({"test": report.nodeid, "when": report.when, "error": _ERRORS.get((report.nodeid, report.when), "")})
 
 
 def pytest_collectreport(report: Any) -> None:
     if report.failed:
-        _report({"test": report.nodeid or "<collection>", "when": "collect", "error": _error_type(report)})
+        _report({"test": report.nodeid or "<collection>", "when": "collect", "error": "collection error"})
