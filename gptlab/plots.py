@@ -63,40 +63,77 @@ def mean_curve(runs: Sequence[RunRecord]) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def loss_curves(runs_by_variant: dict[str, list[RunRecord]], colors: dict[str, Color], labels: dict[str, str],
                 bold: str, dashed: set[str], path: Path) -> Path:
-    """Val loss against step: mean over seeds as a line, min-max over seeds as a shaded band."""
-    fig = Figure(figsize=(8, 4.8))
-    ax = fig.add_subplot()
+    """Two panels. Top: val loss against step, mean over seeds as a line, min-max over seeds as a band. Bottom:
+    each variant's mean minus the baseline's over the second half of training, where curves that lie within
+    a few hundredths of each other on top come apart; a variant far off that scale is clipped and labelled."""
+    fig = Figure(figsize=(8, 7.2), layout="constrained")
+    top, bottom = fig.subplots(2, 1, height_ratios=[3, 2])
+    curves = {name: mean_curve(runs) for name, runs in runs_by_variant.items()}
     floor, start = math.inf, -math.inf
-    for name, runs in runs_by_variant.items():
-        steps, mean, low, high = mean_curve(runs)
+    for name, (steps, mean, low, high) in curves.items():
         # the bold line goes underneath, so a variant with the same curve still shows on top of it
-        ax.plot(steps, mean, color=colors[name], label=wrap(labels[name]), linewidth=4 if name == bold else 1.6,
-                alpha=0.7 if name == bold else 1.0, linestyle="--" if name in dashed else "-",
-                zorder=1.5 if name == bold else 2)
-        ax.fill_between(steps, low, high, color=colors[name], alpha=0.2, linewidth=0)
+        top.plot(steps, mean, color=colors[name], label=wrap(labels[name]), linewidth=4 if name == bold else 1.6,
+                 alpha=0.7 if name == bold else 1.0, linestyle="--" if name in dashed else "-",
+                 zorder=1.5 if name == bold else 2)
+        top.fill_between(steps, low, high, color=colors[name], alpha=0.2, linewidth=0)
         floor = min(floor, float(low.min()))
         start = max(start, float(mean[1] if len(mean) > 1 else mean[0]))
     # The first evaluation (untrained, ~ln(vocab)) would squash the part that differs: start the axis below it.
-    ax.set_ylim(floor - 0.05 * (start - floor), start + 0.05 * (start - floor))
-    ax.set_xlabel("step")
-    ax.set_ylabel("validation loss")
-    ax.set_title("Validation loss: mean over seeds, band = min to max")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    top.set_ylim(floor - 0.05 * (start - floor), start + 0.05 * (start - floor))
+    top.set_ylabel("validation loss")
+    top.set_title("Validation loss: mean over seeds, band = min to max")
+    top.grid(alpha=0.3)
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    difference_panel(bottom, curves, colors, bold, dashed)
     return save(fig, path)
+
+
+def difference_panel(ax: Any, curves: dict[str, tuple[np.ndarray, ...]], colors: dict[str, Color], bold: str,
+                     dashed: set[str]) -> None:
+    """Mean val loss minus the baseline's mean, at the steps both evaluated, over the second half of training."""
+    if bold not in curves:
+        ax.set_axis_off()
+        return
+    base = dict(zip(curves[bold][0].tolist(), curves[bold][1].tolist()))
+    last = max(base)
+    differences = {}
+    for name, (steps, mean, *_) in curves.items():
+        points = [(s, m - base[s]) for s, m in zip(steps.tolist(), mean.tolist()) if s in base and s >= last / 2]
+        if points:
+            differences[name] = np.array(points)
+    finals = sorted(abs(float(d[-1, 1])) for d in differences.values())
+    typical = finals[len(finals) // 2] if finals else 0.0
+    scale = max([f for f in finals if f <= 4 * typical] or [0.01]) * 1.3 or 0.01
+    for name, points in differences.items():
+        ax.plot(points[:, 0], points[:, 1].clip(-scale, scale), color=colors[name],
+                linewidth=3 if name == bold else 1.6, linestyle="--" if name in dashed else "-")
+        final = float(points[-1, 1])
+        if abs(final) > scale:
+            ax.annotate(f"{final:+.3f} (off scale)", (points[-1, 0], math.copysign(scale, final)), fontsize=8,
+                        color=colors[name], ha="right", va="top" if final > 0 else "bottom")
+    ax.set_ylim(-scale, scale)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("minus the baseline")
+    ax.set_title("Second half of training: mean val loss minus the baseline's (lower is better)", fontsize=10)
+    ax.grid(alpha=0.3)
 
 
 def bar_chart(ranked: list[tuple[str, Summary]], colors: dict[str, Color], labels: dict[str, str],
               fmt: str) -> tuple[Figure, Any, list[Summary]]:
-    """A figure of ranked horizontal bars (first variant on top) with std error bars and each mean written
-    beside its bar; returns the figure, its axes and the summaries, for the caller's axis and titles."""
+    """A figure of horizontal bars in the given order (first on top) with std error bars (none for one seed)
+    and each mean written beside its bar; returns the figure, its axes and the summaries."""
     fig = Figure(figsize=(8, 1.2 + 0.45 * len(ranked)))
     ax = fig.add_subplot()
     names, summaries = [n for n, _ in ranked], [s for _, s in ranked]
     y = np.arange(len(names))[::-1]
     errors = [error(s) for s in summaries]
     means = [s.mean for s in summaries]
-    ax.barh(y, means, xerr=errors, color=[colors[n] for n in names], capsize=4, alpha=0.85)
+    ax.barh(y, means, color=[colors[n] for n in names], alpha=0.85)
+    spread = [i for i, s in enumerate(summaries) if s.n > 1]  # one seed has no spread: no bar drawn for it
+    if spread:
+        ax.errorbar([means[i] for i in spread], y[spread], xerr=[errors[i] for i in spread], fmt="none",
+                    ecolor="black", capsize=4, linewidth=1)
     ax.set_yticks(y, [wrap(labels[n]) for n in names])
     for yi, mean, err in zip(y, means, errors):
         ax.annotate(format(mean, fmt), (mean + err, yi), xytext=(4, 0), textcoords="offset points",
@@ -107,7 +144,7 @@ def bar_chart(ranked: list[tuple[str, Summary]], colors: dict[str, Color], label
 
 def final_loss_bars(ranked: list[tuple[str, Summary]], colors: dict[str, Color], labels: dict[str, str],
                     path: Path) -> Path:
-    """Final val loss per variant (best on top), error bar = std over seeds; the axis is zoomed, not from 0."""
+    """Final val loss per variant in the grid's order, error bar = std over seeds; the axis is zoomed, not from 0."""
     fig, ax, summaries = bar_chart(ranked, colors, labels, ".3f")
     low = min(s.mean - error(s) for s in summaries)
     high = max(s.mean + error(s) for s in summaries)
@@ -117,18 +154,24 @@ def final_loss_bars(ranked: list[tuple[str, Summary]], colors: dict[str, Color],
     ax.set_xlim(left, high + 3 * margin)
     note = f" (axis starts at {left:.2f})" if left > 0 else ""
     ax.set_xlabel(f"final validation loss, lower is better{note}")
-    ax.set_title("Final validation loss: mean over seeds, error bar = std")
+    ax.set_title(bars_title("Final validation loss", summaries))
     return save(fig, path)
+
+
+def bars_title(what: str, summaries: list[Summary]) -> str:
+    if all(s.n == 1 for s in summaries):
+        return f"{what}: one seed each (no error bars)"
+    return f"{what}: mean over seeds, error bar = std over seeds"
 
 
 def throughput_bars(ranked: list[tuple[str, Summary]], colors: dict[str, Color], labels: dict[str, str],
                     path: Path) -> Path:
-    """Training throughput per variant (fastest on top), error bar = std over seeds, axis from 0."""
+    """Training throughput per variant in the grid's order, error bar = std over seeds, axis from 0."""
     fig, ax, summaries = bar_chart(ranked, colors, labels, ",.0f")
     ax.set_xlim(0, 1.2 * max(s.mean + error(s) for s in summaries))
     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     ax.set_xlabel("training tokens per second, higher is faster (evaluation time excluded)")
-    ax.set_title("Throughput: mean over seeds, error bar = std")
+    ax.set_title(bars_title("Throughput", summaries))
     return save(fig, path)
 
 

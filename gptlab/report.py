@@ -163,7 +163,8 @@ def figure_list(grid_runs: GridRuns) -> list[tuple[str, str]]:
 def draw_figures(grid_runs: GridRuns, rows: list[VariantRow], draw: bool = True) -> list[tuple[str, str]]:
     """Write the grid's PNGs next to its README (unless ``draw`` is False); returns (caption, file name) pairs."""
     grid = grid_runs.grid
-    ranked = [r.variant for r in rows if r.runs]
+    finished_names = {r.variant for r in rows if r.runs}
+    ranked = [name for name in grid.variant_names if name in finished_names]  # the grid's own order
     if not ranked:
         return []
     folder = grid_runs.folder
@@ -179,8 +180,7 @@ def draw_figures(grid_runs: GridRuns, rows: list[VariantRow], draw: bool = True)
     ]
     varied = grid_runs.varied_keys()
     if varied & THROUGHPUT_KEYS:
-        speeds = sorted(((n, summarize([r.tokens_per_sec for r in runs])) for n, runs in done.items()),
-                        key=lambda item: -item[1].mean)
+        speeds = [(n, summarize([r.tokens_per_sec for r in runs])) for n, runs in done.items()]
         figures.append(("Throughput", "throughput.png", lambda path: plots.throughput_bars(speeds, colors, labels, path)))
     maps = [(n, runs[0].extra["attention"]) for n, runs in done.items() if "attention" in runs[0].extra]
     if varied & ATTENTION_KEYS and maps:
