@@ -24,7 +24,7 @@ from gptlab.errors import GptlabError, choice_error, key_text, short
 
 GRID_KEYS = ["name", "title", "insight", "preset", "set", "grid", "variants", "seeds", "baseline", "metric",
              "claims", "scales"]
-SCALE_KEYS = ["preset", "set", "grid", "seeds", "claims", "insight"]
+SCALE_KEYS = ["preset", "set", "grid", "seeds", "claims", "insight", "baseline", "title"]
 VARIANT_KEYS = ["name", "preset", "set"]
 METRICS = ["val_loss"]
 DEFAULT_SEEDS = [1337]
@@ -152,8 +152,8 @@ def format_overrides(overrides: dict[str, Any]) -> str:
 
 
 class GridLoader(yaml.SafeLoader):
-    """``yaml.safe_load`` that refuses duplicate keys and aliases of anything but a list of scalars (a few
-    hundred bytes of nested aliases can otherwise expand to gigabytes)."""
+    """``yaml.safe_load`` that refuses duplicate keys, and aliases of anything but a scalar or a flat list or
+    mapping of scalars (a few hundred bytes of nested aliases can otherwise expand to gigabytes)."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -161,7 +161,7 @@ class GridLoader(yaml.SafeLoader):
             anchored = self.anchors.get(event.anchor)
             if anchored is not None and not is_flat(anchored):
                 raise yaml.YAMLError(f"the alias *{event.anchor} refers to a nested mapping or list; "
-                                     "aliases may only repeat a scalar or a list of scalars")
+                                     "aliases may only repeat a scalar, or a list or mapping of scalars")
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
@@ -181,7 +181,10 @@ class GridLoader(yaml.SafeLoader):
 def is_flat(node: Any) -> bool:
     if isinstance(node, yaml.ScalarNode):
         return True
-    return isinstance(node, yaml.SequenceNode) and all(isinstance(item, yaml.ScalarNode) for item in node.value)
+    if isinstance(node, yaml.SequenceNode):
+        return all(isinstance(item, yaml.ScalarNode) for item in node.value)
+    return isinstance(node, yaml.MappingNode) and all(
+        isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode) for k, v in node.value)
 
 
 class GridSource:

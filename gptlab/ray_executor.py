@@ -10,7 +10,8 @@ What is shared and what is not:
 - the records: a task returns its ``RunRecord`` objects as data; the driver (``runner.Driver``) writes them to
   ``reports/<grid>/runs/`` the moment each task ends. Workers write no files, and resume works as it does
   locally: a run with a record is not trained again;
-- progress: workers send their (throttled) events through a small queue actor to the driver's ``on_event``.
+- progress: workers send their (throttled) events to a small actor, without waiting for it; the driver collects
+  them from there for its ``on_event``.
 
 Each job is one task asking for ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs (a fraction lets several small
 runs share a GPU). A task whose worker process dies is retried by Ray (``max_retries``); one that raises is
@@ -29,6 +30,7 @@ from gptlab.runner import Job, OnDone, OnEvent, RunEvent, execute_job
 
 INSTALL_HINT = "--executor ray needs Ray: pip install 'gptlab[ray]'"
 POLL_S = 0.1  # how often the driver looks for finished tasks and new progress events
+EVENTS_WAIT_S = 10.0  # at most this long a finished task waits for its last event to reach the log
 
 
 def require_ray() -> None:
@@ -39,19 +41,34 @@ def require_ray() -> None:
         raise GptlabError(INSTALL_HINT) from None
 
 
-def train_job(job: Job, text: str, threads: int, events: Any) -> list[RunRecord]:
+class EventLog:
+    """The actor between the workers and the driver: workers add events, the driver takes them."""
+
+    def __init__(self) -> None:
+        self.events: list[RunEvent] = []
+
+    def add(self, event: RunEvent) -> None:
+        self.events.append(event)
+
+    def take(self) -> list[RunEvent]:
+        events, self.events = self.events, []
+        return events
+
+
+def train_job(job: Job, text: str, threads: int, log: Any) -> list[RunRecord]:
     """The Ray task: train one job in this worker process and return its records."""
+    import ray
     import torch
 
     torch.set_num_threads(threads)
+    last: list[Any] = []
 
     def emit(event: RunEvent) -> None:
-        try:
-            events.put_nowait(event)
-        except Exception:  # progress is decoration: a lost event must not fail the run
-            pass
+        last[:] = [log.add.remote(event)]  # sent, not waited for
 
-    return execute_job(job, emit, text)
+    records = execute_job(job, emit, text)
+    ray.wait(last, timeout=EVENTS_WAIT_S)  # the log takes calls in order: every event is in before the records
+    return records
 
 
 class RayExecutor:
@@ -83,9 +100,7 @@ class RayExecutor:
                 ray.shutdown()  # stops the local instance this call started; from a cluster it only disconnects
 
     def run_tasks(self, ray: Any, jobs: Sequence[Job], on_event: OnEvent, on_done: OnDone) -> None:
-        from ray.util.queue import Queue
-
-        events = Queue(actor_options={"num_cpus": 0})
+        log = ray.remote(num_cpus=0, max_restarts=-1)(EventLog).remote()
         task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=self.max_retries,
                           retry_exceptions=False)(train_job)
         texts: dict[str, Any] = {}  # data.path -> the text's object ref (or the one-line error reading it)
@@ -100,12 +115,13 @@ class RayExecutor:
             if isinstance(texts[path], str):
                 on_done(job, None, texts[path])
             else:
-                refs[task.remote(job, texts[path], self.threads, events)] = job
+                refs[task.remote(job, texts[path], self.threads, log)] = job
         pending = list(refs)
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
-                drain(events, on_event)
+                for event in take(ray, log):
+                    on_event(event)
                 for ref in done:
                     try:
                         records = ray.get(ref)
@@ -113,23 +129,23 @@ class RayExecutor:
                         on_done(refs[ref], None, one_line(cause(err)))
                     else:
                         on_done(refs[ref], records, None)
-            drain(events, on_event)
         except BaseException:
             for ref in pending:  # interrupt means stop now: what finished is saved, the rest is dropped
                 ray.cancel(ref, force=True)
             raise
         finally:
-            events.shutdown(force=True)
+            ray.kill(log)
+
+
+def take(ray: Any, log: Any) -> list[RunEvent]:
+    """The events the workers sent since the last call; none when the log is lost (progress is decoration)."""
+    try:
+        return list(ray.get(log.take.remote()))
+    except Exception:
+        return []
 
 
 def cause(err: Exception) -> BaseException:
     """The exception a task raised, out of Ray's wrapper (a RayTaskError's ``cause``)."""
     inner = getattr(err, "cause", None)
     return inner if isinstance(inner, BaseException) else err
-
-
-def drain(events: Any, on_event: OnEvent) -> None:
-    count = events.qsize()
-    if count:
-        for event in events.get_nowait_batch(count):
-            on_event(event)

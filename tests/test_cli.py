@@ -72,3 +72,24 @@ def test_corrupt_and_foreign_checkpoints_get_clear_errors(tmp_path):
     torch.save({"weights": torch.zeros(2)}, foreign)
     result = invoke("sample", str(foreign))
     assert result.exit_code == 2 and "not a gptlab checkpoint" in result.output
+
+
+def test_a_slow_cpu_run_is_warned_about_evaluation_included():
+    from gptlab.cli import slow_run_warning
+    from gptlab.config import apply_overrides, preset
+    from gptlab.model import build_model
+
+    one_step = apply_overrides(preset("full"), {"train.max_iters": 1})
+    params = build_model(one_step.model).num_params()
+    warning = slow_run_warning(one_step, params, peak_flops=375e9)  # the 2-core machine's fp32 peak
+    assert warning is not None and "evaluating 512 windows of each split 2 times" in warning
+    assert "--set train.eval_windows=16" in warning
+    assert slow_run_warning(preset("lecture"), 42_369, peak_flops=375e9) is None
+
+
+def test_version_and_help_read_like_a_users():
+    version = invoke("--version")
+    assert version.exit_code == 0 and version.output.startswith("gptlab 0.")
+    top = invoke("--help").output
+    assert "gptlab ablate residuals" in top and max(len(line) for line in top.splitlines()) <= 80
+    assert "a newline" in invoke("sample", "--help").output

@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -402,11 +403,102 @@ class PytestRun:
         return self.outcome.returncode in (4, 5)
 
 
-def run_pytest(root: Path, args: Sequence[str], timeout: float) -> PytestRun:
-    """pytest in the copy at ``root`` with ``PYTEST_ARGS`` + ``args``; raises when it imported another gptlab."""
+# The fork server: a Python process in the copy that has imported these libraries (never gptlab) and forks one
+# fresh child per pytest run, which imports gptlab and the tests from the (patched) copy. Importing torch and
+# scipy takes ~3 s of a ~4 s run of one test on this 2-core machine; forked, a run starts in a fraction of that.
+PRELOAD = ("torch", "numpy", "scipy.stats", "pandas", "yaml", "typer", "rich", "pytest")
+SERVER = r"""
+import json, os, sys
+for name in sys.argv[1:]:
+    __import__(name)
+if any(m == "gptlab" or m.startswith("gptlab.") for m in sys.modules):
+    sys.exit("the fork server must not import gptlab: its children import it from the patched copy")
+import pytest
+print(json.dumps({"ready": os.getpid()}), flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        os.environ.update(request["env"])
+        fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        try:
+            code = int(pytest.main(request["args"]))
+        except BaseException:
+            code = 3
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    print(json.dumps({"pid": pid}), flush=True)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"code": os.waitstatus_to_exitcode(status)}), flush=True)
+"""
+
+
+class ForkServer:
+    """Runs pytest in the copy at ``root``, each run in a child forked from a server with ``preload`` imported."""
+
+    def __init__(self, root: Path, preload: Sequence[str] = PRELOAD, start_timeout: float = 120) -> None:
+        self.root = root
+        self.process = subprocess.Popen([sys.executable, "-c", SERVER, *preload], cwd=root, env=child_env(root),
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        start_new_session=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self._next(start_timeout, "ready")
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put("")  # the server ended
+
+    def _next(self, timeout: float | None, key: str) -> Any:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if not line:
+            raise RuntimeError(f"the fork server in {self.root} ended (exit code {self.process.wait()})")
+        return json.loads(line)[key]
+
+    def run(self, args: Sequence[str], env: dict[str, str], timeout: float) -> Outcome:
+        """``pytest ARGS`` in a forked child; on timeout its process group is killed."""
+        assert self.process.stdin is not None
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="gptlab-catalogue-log-") as tmp:
+            log = Path(tmp) / "pytest.log"
+            self.process.stdin.write(json.dumps({"args": list(args), "env": env, "log": str(log)}) + "\n")
+            self.process.stdin.flush()
+            pid = self._next(60, "pid")
+            code = self._next(timeout, "code")
+            if code is None:
+                os.killpg(pid, signal.SIGKILL)
+                self._next(60, "code")
+            output = log.read_text(encoding="utf-8", errors="replace")[-4000:] if log.is_file() else ""
+        return Outcome(code, output, time.perf_counter() - start)
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def run_pytest(root: Path, args: Sequence[str], timeout: float, server: ForkServer | None = None) -> PytestRun:
+    """pytest in the copy at ``root`` with ``PYTEST_ARGS`` + ``args`` (forked from ``server``, or in a new
+    ``python -m pytest``); raises when the run imported gptlab from anywhere but the copy."""
     with tempfile.TemporaryDirectory(prefix="gptlab-catalogue-report-") as tmp:
         report = Path(tmp) / "report.jsonl"
-        outcome = run_child(["-m", "pytest", *PYTEST_ARGS, *args], root, child_env(root, report), timeout)
+        if server is None:
+            outcome = run_child(["-m", "pytest", *PYTEST_ARGS, *args], root, child_env(root, report), timeout)
+        else:
+            outcome = server.run([*PYTEST_ARGS, *args], {REPORT_ENV: str(report)}, timeout)
         lines = report.read_text(encoding="utf-8").splitlines() if report.is_file() else []
     failures, imported = [], None
     for line in lines:
@@ -470,53 +562,54 @@ class EntryResult:
 
 
 def check_entry(bug: Bug, root: Path, full: bool = False, named_timeout: float = NAMED_TIMEOUT_S,
-                suite_timeout: float = SUITE_TIMEOUT_S) -> EntryResult:
+                suite_timeout: float = SUITE_TIMEOUT_S, server: ForkServer | None = None) -> EntryResult:
     """Patch ``bug`` into the copy at ``root``, find which tests fail, revert."""
     start = time.perf_counter()
     try:
         with applied(bug, root):
-            result = _check_patched(bug, root, full, named_timeout, suite_timeout)
+            result = _check_patched(bug, root, full, named_timeout, suite_timeout, server)
     except PatchError as err:
         result = EntryResult(bug, NOT_FOUND, message=str(err))
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _check_patched(bug: Bug, root: Path, full: bool, named_timeout: float, suite_timeout: float) -> EntryResult:
+def _check_patched(bug: Bug, root: Path, full: bool, named_timeout: float, suite_timeout: float,
+                   server: ForkServer | None) -> EntryResult:
     failing: list[str] = []
     ran = []
     if full:
-        suite = run_pytest(root, ["-x"], suite_timeout)
+        suite = run_pytest(root, ["-x"], suite_timeout, server)
         ran.append("the suite (-x)")
         if suite.timed_out:
-            return EntryResult(bug, TIMEOUT, ran=", ".join(ran), message=f"the suite ran past {suite_timeout:.0f} s")
+            return EntryResult(bug, TIMEOUT, ran=", then ".join(ran), message=f"the suite ran past {suite_timeout:.0f} s")
         failing += suite.failed
         if named_failed(suite, bug.test):
-            return EntryResult(bug, KILLED, True, failing, _error_of(suite, bug.test), ", ".join(ran))
-    named = run_pytest(root, ["-x", bug.test], named_timeout)
+            return EntryResult(bug, KILLED, True, failing, _error_of(suite, bug.test), ", then ".join(ran))
+    named = run_pytest(root, ["-x", bug.test], named_timeout, server)
     ran.append("the named test")
     if named.timed_out:
-        return EntryResult(bug, TIMEOUT, False, failing, ran=", ".join(ran),
+        return EntryResult(bug, TIMEOUT, False, failing, ran=", then ".join(ran),
                            message=f"the named test ran past {named_timeout:.0f} s")
     if named.found_nothing and not named.failures:
-        return EntryResult(bug, NAMED_MISSING, ran=", ".join(ran), message=named.outcome.output.strip()[-300:])
+        return EntryResult(bug, NAMED_MISSING, ran=", then ".join(ran), message=named.outcome.output.strip()[-300:])
     if named_failed(named, bug.test):
         failing += [t for t in named.failed if t not in failing]
         if not full:
             failing = named.failed
-        return EntryResult(bug, KILLED, True, failing, _error_of(named, bug.test), ", ".join(ran))
+        return EntryResult(bug, KILLED, True, failing, _error_of(named, bug.test), ", then ".join(ran))
     if named.failures:  # e.g. the test module fails to import: the named test never ran
         failing += [t for t in named.failed if t not in failing]
-        return EntryResult(bug, BY_OTHERS, False, failing, ran=", ".join(ran),
+        return EntryResult(bug, BY_OTHERS, False, failing, ran=", then ".join(ran),
                            message="the named test did not run: " + ", ".join(f"{f.test} ({f.when})"
                                                                            for f in named.failures))
     if not full:
-        suite = run_pytest(root, ["-x"], suite_timeout)
+        suite = run_pytest(root, ["-x"], suite_timeout, server)
         ran.append("the suite (-x)")
         if suite.timed_out:
-            return EntryResult(bug, TIMEOUT, ran=", ".join(ran), message=f"the suite ran past {suite_timeout:.0f} s")
+            return EntryResult(bug, TIMEOUT, ran=", then ".join(ran), message=f"the suite ran past {suite_timeout:.0f} s")
         failing += suite.failed
-    return EntryResult(bug, BY_OTHERS if failing else SURVIVED, False, failing, ran=", ".join(ran))
+    return EntryResult(bug, BY_OTHERS if failing else SURVIVED, False, failing, ran=", then ".join(ran))
 
 
 def _error_of(run: PytestRun, test: str) -> str:
@@ -592,41 +685,59 @@ class Baseline:
     measurement: Measurement
 
 
+@dataclass
+class Slot:
+    """A worker's copy of the project, and its fork server (None: a new ``python -m pytest`` per run)."""
+
+    root: Path
+    server: ForkServer | None
+
+
 def run_all(bugs: Sequence[Bug], jobs: int, full: bool, do_measure: bool, workdir: Path,
-            on_done: Callable[[EntryResult], None] | None = None,
-            source: Path = PROJECT_ROOT) -> tuple[list[EntryResult], list[Baseline]]:
+            on_done: Callable[[EntryResult], None] | None = None, source: Path = PROJECT_ROOT,
+            preload: bool = True) -> tuple[list[EntryResult], list[Baseline]]:
     """Check (and measure) every bug, ``jobs`` at once, each worker on its own copy of the project."""
     jobs = max(1, min(jobs, len(bugs)))
-    roots: queue.Queue[Path] = queue.Queue()
-    for i in range(jobs):
-        root = copy_project(source, workdir / f"copy{i}")
-        package = imported_package(root)
-        if not is_inside(package, root):
-            raise RuntimeError(f"a child run in {root} imports gptlab from {package}, not from the copy")
-        roots.put(root)
+    slots: queue.Queue[Slot] = queue.Queue()
+    servers = []
+    try:
+        for i in range(jobs):
+            root = copy_project(source, workdir / f"copy{i}")
+            package = imported_package(root)
+            if not is_inside(package, root):
+                raise RuntimeError(f"a child run in {root} imports gptlab from {package}, not from the copy")
+            server = ForkServer(root) if preload else None
+            servers += [server] if server else []
+            slots.put(Slot(root, server))
+        return _run_on(slots, bugs, full, do_measure, on_done)
+    finally:
+        for server in servers:
+            server.close()
 
-    def on_a_copy(work: Callable[[Path], Any]) -> Any:
-        root = roots.get()
+
+def _run_on(slots: queue.Queue[Slot], bugs: Sequence[Bug], full: bool, do_measure: bool,
+            on_done: Callable[[EntryResult], None] | None) -> tuple[list[EntryResult], list[Baseline]]:
+    def on_a_slot(work: Callable[[Slot], Any]) -> Any:
+        slot = slots.get()
         try:
-            return work(root)
+            return work(slot)
         finally:
-            roots.put(root)
+            slots.put(slot)
 
     def entry(bug: Bug) -> EntryResult:
-        result: EntryResult = on_a_copy(lambda root: check_entry(bug, root, full))
+        result: EntryResult = on_a_slot(lambda slot: check_entry(bug, slot.root, full, server=slot.server))
         if do_measure and result.status != NOT_FOUND:
-            m: Measurement = on_a_copy(lambda root: measured_bug(bug, root))
+            m: Measurement = on_a_slot(lambda slot: measured_bug(bug, slot.root))
             result.val_loss, result.measure_note = m.val_loss, m.note
         return result
 
     def baseline(sets: tuple[str, ...], seed: int) -> Measurement:
-        return on_a_copy(lambda root: measure(root, sets, seed))
+        return on_a_slot(lambda slot: measure(slot.root, sets, seed))
 
     settings = sorted({(), *(bug.measure_set for bug in bugs)}) if do_measure else []
     wanted = [(sets, seed) for sets in settings for seed in (MEASURE_SEEDS if not sets else MEASURE_SEEDS[:1])]
-    with ThreadPoolExecutor(jobs) as pool:
-        base_futures = {pool.submit(baseline, sets, seed): (sets, seed)
-                        for sets, seed in wanted}
+    with ThreadPoolExecutor(slots.qsize()) as pool:
+        base_futures = {pool.submit(baseline, sets, seed): (sets, seed) for sets, seed in wanted}
         futures = {pool.submit(entry, bug): bug for bug in bugs}
         for future in as_completed(futures):
             if on_done is not None:
@@ -664,15 +775,18 @@ def format_table(results: Sequence[EntryResult], with_loss: bool = False) -> str
     return "\n".join(lines)
 
 
-def summary_lines(results: Sequence[EntryResult], seconds: float, jobs: int, full: bool) -> list[str]:
+def summary_lines(results: Sequence[EntryResult], seconds: float, jobs: int, full: bool,
+                  preload: bool = True) -> list[str]:
     counts: dict[str, int] = {}
     for r in results:
         key = "killed by its named test" if r.ok else r.status
         counts[key] = counts.get(key, 0) + 1
     how = ("each entry: the default test selection (-x) first, then its named test where the suite stopped before it"
            if full else "each entry: its named test alone; the default selection (-x) only where the named test passed")
+    processes = ("each pytest run forked from a server that imported torch, scipy, pandas (not gptlab)" if preload
+                 else "each pytest run a new python -m pytest")
     lines = [f"{len(results)} entries: " + ", ".join(f"{n} {what}" for what, n in counts.items()),
-             f"{how}; {jobs} at once; total time {seconds:.0f} s"]
+             f"{how}; {processes}; {jobs} at once; total time {seconds:.0f} s"]
     for r in results:
         if not r.ok:
             detail = f" ({r.message})" if r.message else ""
@@ -719,7 +833,7 @@ def markdown_table(results: Sequence[EntryResult], baselines: Sequence[Baseline]
 
 
 def main(ids: Sequence[str] | None = None, jobs: int = 2, full: bool = False, do_measure: bool = False,
-         markdown: bool = False) -> int:
+         markdown: bool = False, preload: bool = True) -> int:
     """The ``--catalogue`` command: 0 when every entry is killed by its named test, 1 otherwise."""
     problems = check_catalogue(CATALOGUE)
     if problems:
@@ -736,7 +850,7 @@ def main(ids: Sequence[str] | None = None, jobs: int = 2, full: bool = False, do
               flush=True)
 
     with tempfile.TemporaryDirectory(prefix="gptlab-catalogue-") as tmp:
-        results, baselines = run_all(bugs, jobs, full, do_measure, Path(tmp), progress)
+        results, baselines = run_all(bugs, jobs, full, do_measure, Path(tmp), progress, preload=preload)
     seconds = time.perf_counter() - start
     print()
     print(format_table(results, with_loss=do_measure))
@@ -747,7 +861,7 @@ def main(ids: Sequence[str] | None = None, jobs: int = 2, full: bool = False, do
             print()
             print(markdown_table(results, baselines))
         print()
-    print("\n".join(summary_lines(results, seconds, max(1, min(jobs, len(bugs))), full)))
+    print("\n".join(summary_lines(results, seconds, max(1, min(jobs, len(bugs))), full, preload)))
     return 0 if all(r.ok for r in results) else 1
 
 

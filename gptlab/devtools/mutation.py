@@ -94,16 +94,19 @@ def main(argv: list[str] | None = None) -> int:
                            help="run the default test selection (-x) for every entry, not only its named test")
     catalogue.add_argument("--only", default=None, metavar="ID[,ID...]", help="check only these entries")
     catalogue.add_argument("--jobs", type=int, default=2, help="entries checked at once, each on its own copy (default 2)")
+    catalogue.add_argument("--no-preload", action="store_true",
+                           help="start each pytest run as a new python -m pytest, not forked from a process that has "
+                                "imported torch (slower)")
     args = parser.parse_args(argv)
     if not 0 <= args.min_score <= 1:
         parser.error(f"--min-score = {args.min_score} is not allowed; must be in [0, 1]")
     if args.jobs < 1:
         parser.error(f"--jobs = {args.jobs} is not allowed; must be >= 1")
-    catalogue_only = [name for name in ("markdown", "full", "only") if getattr(args, name)]
+    catalogue_only = [name for name in ("markdown", "full", "only", "no_preload") if getattr(args, name)]
     if args.measure:
         args.catalogue = True
     if catalogue_only and not args.catalogue:
-        parser.error(f"--{catalogue_only[0]} goes with --catalogue")
+        parser.error(f"--{catalogue_only[0].replace('_', '-')} goes with --catalogue")
     if args.markdown and not args.measure:
         parser.error("--markdown goes with --measure")
     if args.catalogue:
@@ -114,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             bugs.select(ids)
         except ValueError as err:
             parser.error(str(err))
-        return bugs.main(ids, jobs=args.jobs, full=args.full, do_measure=args.measure, markdown=args.markdown)
+        return bugs.main(ids, jobs=args.jobs, full=args.full, do_measure=args.measure, markdown=args.markdown,
+                         preload=not args.no_preload)
     if args.fresh:
         shutil.rmtree(MUTANTS_DIR, ignore_errors=True)
     start = time.perf_counter()
