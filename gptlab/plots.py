@@ -27,6 +27,7 @@ LABEL_WIDTH = 26  # characters per line of a variant name in a legend or on an a
 MAX_TICK_CHARS = 32  # label a heatmap's axes with the prompt's characters up to this length
 
 Color = tuple[float, float, float, float]
+Curve = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # steps, mean, min, max
 
 
 def variant_colors(names: Sequence[str]) -> dict[str, Color]:
@@ -53,7 +54,7 @@ def error(summary: Summary) -> float:
     return 0.0 if math.isnan(summary.std) else summary.std
 
 
-def mean_curve(runs: Sequence[RunRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def mean_curve(runs: Sequence[RunRecord]) -> Curve:
     """Steps evaluated in every run, and the mean, min and max val loss over the runs at those steps."""
     by_step = [{row["step"]: row["val_loss"] for row in run.history} for run in runs]
     common = sorted(set.intersection(*(set(losses) for losses in by_step)))
@@ -88,7 +89,7 @@ def loss_curves(runs_by_variant: dict[str, list[RunRecord]], colors: dict[str, C
     return save(fig, path)
 
 
-def difference_panel(ax: Any, curves: dict[str, tuple[np.ndarray, ...]], colors: dict[str, Color], bold: str,
+def difference_panel(ax: Any, curves: dict[str, Curve], colors: dict[str, Color], bold: str,
                      dashed: set[str]) -> None:
     """Mean val loss minus the baseline's mean, at the steps both evaluated, over the second half of training."""
     if bold not in curves:
@@ -96,11 +97,11 @@ def difference_panel(ax: Any, curves: dict[str, tuple[np.ndarray, ...]], colors:
         return
     base = dict(zip(curves[bold][0].tolist(), curves[bold][1].tolist()))
     last = max(base)
-    differences = {}
-    for name, (steps, mean, *_) in curves.items():
-        points = [(s, m - base[s]) for s, m in zip(steps.tolist(), mean.tolist()) if s in base and s >= last / 2]
-        if points:
-            differences[name] = np.array(points)
+    differences: dict[str, np.ndarray] = {}
+    for name, (steps, mean, _, _) in curves.items():
+        pairs = [(s, m - base[s]) for s, m in zip(steps.tolist(), mean.tolist()) if s in base and s >= last / 2]
+        if pairs:
+            differences[name] = np.array(pairs)
     finals = sorted(abs(float(d[-1, 1])) for d in differences.values())
     typical = finals[len(finals) // 2] if finals else 0.0
     scale = max([f for f in finals if f <= 4 * typical] or [0.01]) * 1.3 or 0.01
