@@ -157,7 +157,8 @@ def shrunk(value: int) -> int:
     return max(1, value // QUICK_FACTOR) if value else 0
 
 
-def gptlab_config(name: str, device: torch.device, quick: bool, threads: int, max_iters: int | None) -> RunConfig:
+def gptlab_config(name: str, device: torch.device, quick: bool, threads: int,
+                  max_iters: int | None = None) -> RunConfig:
     cfg = apply_overrides(preset(name), {**GPTLAB_SIDE[name], "train.device": device.type, "train.threads": threads,
                                          **({"train.max_iters": max_iters} if max_iters else {})})
     if quick:
@@ -166,7 +167,7 @@ def gptlab_config(name: str, device: torch.device, quick: bool, threads: int, ma
     return cfg
 
 
-def reference_config(name: str, quick: bool, max_iters: int | None) -> Any:
+def reference_config(name: str, quick: bool, max_iters: int | None = None) -> Any:
     """The reference's recipe; ``max_iters`` stops it early (its lr schedule keeps its own length)."""
     config = REFERENCES[name].config
     if max_iters:

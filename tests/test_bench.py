@@ -108,6 +108,14 @@ def test_quick_mode_shrinks_both_sides_alike():
     assert bench.reference_config("cpu", quick=False) == ref.NanoConfig()
 
 
+def test_the_full_comparison_puts_gptlab_on_nanogpts_recipe_and_stops_both_early():
+    cfg = bench.gptlab_config("full", CPU, quick=False, threads=0, max_iters=2500)
+    nano = bench.reference_config("full", quick=False, max_iters=2500)
+    assert (cfg.train.lr, cfg.train.lr_schedule, cfg.train.min_lr, cfg.train.warmup_iters, cfg.train.beta2) == (
+        nano.learning_rate, "cosine", nano.min_lr, nano.warmup_iters, nano.beta2)
+    assert cfg.train.max_iters == nano.max_iters == 2500 and nano.lr_decay_iters == 5000 and nano.compile
+
+
 @pytest.fixture
 def restore_threads():
     before = torch.get_num_threads()

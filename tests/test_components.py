@@ -1,7 +1,5 @@
 """One property per component variant that tells it apart from the others."""
 
-import math
-
 import pytest
 import torch
 from torch import nn

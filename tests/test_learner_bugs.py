@@ -21,7 +21,7 @@ from gptlab.components import MASK
 from gptlab.config import ModelConfig, apply_overrides, lr_at, preset
 from gptlab.data import Corpus, fixed_windows, read_text
 from gptlab.group import StackedModels, train_group
-from gptlab.model import GPT, LanguageModel, MultiHeadAttention, build_model
+from gptlab.model import GPT, FeedForward, LanguageModel, MultiHeadAttention, build_model
 from gptlab.stats import ALPHA, compare_to_baseline, holm, welch
 from gptlab.train import Evaluator, OneModel, fit, train
 from tests.conftest import DATA
@@ -273,6 +273,16 @@ def test_attention_output_goes_through_its_projection():
         attn.proj.weight.zero_()
         attn.proj.bias.fill_(0.5)
     assert torch.equal(attn(torch.randn(2, T, C)), torch.full((2, T, C), 0.5))
+
+
+def test_feedforward_is_linear_relu_linear():
+    torch.manual_seed(0)
+    ffn = FeedForward(cfg()).eval()
+    first, last = ffn.net[0], ffn.net[2]
+    x = torch.randn(2, T, C)
+    hidden = torch.relu(x @ first.weight.T + first.bias)  # 4 * C wide, negative values cut to 0
+    assert hidden.shape == (2, T, 4 * C)
+    assert torch.allclose(ffn(x), hidden @ last.weight.T + last.bias, atol=1e-6)
 
 
 def test_logits_read_the_residual_stream_through_the_final_norm():

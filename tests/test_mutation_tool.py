@@ -3,14 +3,16 @@ its entries against the current code, and its check run on a toy project (a few 
 
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from gptlab.devtools import catalogue
-from gptlab.devtools.catalogue import (BY_OTHERS, CATALOGUE, KILLED, NAMED_MISSING, NOT_FOUND, SURVIVED, Baseline, Bug,
-                                       EntryResult, Measurement, applied, check_catalogue, check_entry, copy_project,
-                                       format_table, markdown_table, measure, run_pytest, select, summary_lines)
+from gptlab.devtools.catalogue import (BY_OTHERS, CATALOGUE, KILLED, NAMED_MISSING, NOT_FOUND, PREEXISTING, SURVIVED,
+                                       TIMEOUT, Baseline, Bug, EntryResult, Measurement, applied, check_catalogue,
+                                       check_entry, copy_project, format_table, markdown_table, measure, run_pytest,
+                                       select, summary_lines)
 from gptlab.devtools.mutation import MutationStats, format_report, main, module_of, parse_results
 from gptlab.files import PROJECT_ROOT
 
@@ -204,6 +206,19 @@ def test_a_bug_no_test_sees_survives(toy):
     assert (result.status, result.ok, result.failing) == (SURVIVED, False, [])
 
 
+def test_other_tests_that_fail_without_the_bug_leave_the_entry_undetermined(toy):
+    (toy / "tests" / "test_broken.py").write_text("def test_broken():\n    assert False\n")
+    result = check_entry(toy_bug("return a + b", "return b + a"), toy)
+    assert (result.status, result.ok) == (PREEXISTING, False)
+    assert result.message == "failing without the bug too: tests/test_broken.py::test_broken"
+    assert result.preexisting == ["tests/test_broken.py::test_broken"] and result.failing == []
+    killed = check_entry(toy_bug(), toy, full=True)  # the suite stops at the broken test, then the named one runs
+    assert killed.ok and killed.failing == ["tests/test_toy.py::test_add"]
+    assert killed.preexisting == ["tests/test_broken.py::test_broken"]
+    assert "failing without any bug (not counted against an entry): tests/test_broken.py::test_broken" in (
+        summary_lines([killed], 1.0, 1, full=True))
+
+
 @pytest.mark.parametrize("original, count", [("return a / b", 0), ("return a", 2)])
 def test_an_original_not_found_exactly_once_is_reported_and_nothing_changes(toy, original, count):
     result = check_entry(toy_bug(original, "return 0"), toy)
@@ -220,6 +235,42 @@ def test_a_named_test_that_does_not_exist_is_reported(toy):
     assert result.status == NAMED_MISSING and not result.ok
 
 
+def test_the_fork_server_runs_each_pytest_in_a_fresh_child_that_imports_the_patched_copy(toy):
+    server = catalogue.ForkServer(toy, preload=("json",))
+    try:
+        killed = check_entry(toy_bug(), toy, server=server)
+        assert killed.ok and killed.failing == ["tests/test_toy.py::test_add"] and killed.error == "AssertionError"
+        survived = check_entry(toy_bug("return a + b", "return b + a"), toy, server=server)
+        assert survived.status == SURVIVED  # the first patch is gone: each run imports the copy afresh
+        clean = run_pytest(toy, ["tests/test_toy.py"], 60, server)
+        assert clean.outcome.returncode == 0 and clean.failures == []
+        assert Path(clean.imported_from).is_relative_to(toy.resolve())
+        assert "2 passed" in clean.outcome.output
+    finally:
+        server.close()
+    assert server.process.returncode == 0
+
+
+def test_a_fork_server_that_imports_gptlab_is_refused(toy):
+    with pytest.raises(RuntimeError, match="the fork server in .* ended"):
+        catalogue.ForkServer(toy, preload=("gptlab",))
+
+
+@pytest.mark.parametrize("preload", [True, False])
+def test_a_named_test_past_its_timeout_is_stopped_and_reported(toy, preload):
+    (toy / "tests" / "test_sleep.py").write_text("import time\n\n\ndef test_sleep():\n    time.sleep(30)\n")
+    server = catalogue.ForkServer(toy, preload=("json",)) if preload else None
+    try:
+        start = time.perf_counter()
+        result = check_entry(toy_bug(test="tests/test_sleep.py::test_sleep"), toy, named_timeout=1.5, server=server)
+        assert result.status == TIMEOUT and not result.ok and time.perf_counter() - start < 15
+        if server is not None:  # the server goes on after its child was killed
+            assert run_pytest(toy, ["tests/test_toy.py"], 60, server).outcome.returncode == 0
+    finally:
+        if server is not None:
+            server.close()
+
+
 def test_measure_runs_the_training_command_on_the_copy_and_reads_its_val_loss(toy):
     ok = measure(toy, ("model.dropout=0.2",), seed=1)
     assert (ok.val_loss, ok.note) == (2.5, "")
@@ -234,12 +285,14 @@ def results():
             Bug("two", "norm", "second bug", "g.py", "o", "r", "tests/test_b.py::test_b", ("model.norm=rmsnorm",))]
     return [EntryResult(bugs[0], KILLED, True, ["tests/test_a.py::test_a"], "AssertionError", "the named test",
                         val_loss=2.1),
-            EntryResult(bugs[1], SURVIVED, False, [], ran="the named test, then the suite (-x)", measure_note="crashed: x")]
+            EntryResult(bugs[1], SURVIVED, False, [], ran="the named test, then the suite (-x)",
+                        measure_note="crashed: x")]
 
 
 def test_table_summary_and_markdown_of_results():
     table = format_table(results(), with_loss=True).splitlines()
-    assert table[0].split() == ["id", "area", "bug", "named", "test", "result", "first", "failing", "test", "val", "loss"]
+    assert table[0].split() == ["id", "area", "bug", "named", "test", "result", "first", "failing", "test", "val",
+                                "loss"]
     assert "killed (AssertionError)" in table[2] and "(the named test)" in table[2] and "2.1000" in table[2]
     assert "survived" in table[3] and "crashed: x" in table[3]
     summary = summary_lines(results(), 61.2, 2, full=False)
@@ -248,9 +301,12 @@ def test_table_summary_and_markdown_of_results():
     baselines = [Baseline((), 1337, Measurement(2.1, "", 5.0)),
                  Baseline(("model.norm=rmsnorm",), 1337, Measurement(2.3, "", 5.0))]
     md = markdown_table(results(), baselines).splitlines()
-    assert md[2] == ("| 1 | `one` | data | first bug | `f.py` | `test_a.py::test_a` | 2.100 (identical) (2.100) |")
-    assert md[3] == ("| 2 | `two` | norm | second bug | `g.py` | `test_b.py::test_b` **survived** | crashed: x "
-                     "(2.300, with model.norm=rmsnorm) |")
+    assert md[0] == "| # | the bug | file | killed by | val loss | baseline | difference |"
+    assert md[2] == "| 1 | `one` (data): first bug | `f.py` | `test_a.py::test_a` | 2.100 | 2.100 | identical |"
+    assert md[3] == ("| 2 | `two` (norm): second bug | `g.py` | `test_b.py::test_b` **survived** | crashed: x | "
+                     "2.300 (model.norm=rmsnorm) | - |")
+    assert markdown_table([EntryResult(results()[0].bug, KILLED, True, val_loss=2.0)], baselines).endswith(
+        "| 2.000 | 2.100 | -0.100 |")
 
 
 @pytest.mark.parametrize("args, message", [

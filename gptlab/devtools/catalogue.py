@@ -4,16 +4,21 @@ mutmut's score counts small syntactic edits. A learner's bugs are different: a m
 the wrong axis, evaluation left in training mode, every seed starting from the same weights. Each ``Bug`` below
 is one such bug as a text patch of one file (``original`` must occur there exactly once) and the fully-qualified
 name of the test that is about it. ``python -m gptlab.devtools.mutation --catalogue`` copies the project
-(``gptlab/``, ``tests/``, ``data/``, ``pyproject.toml``) to a temporary folder, then for each bug patches the
+(``gptlab/``, ``tests/``, ``data/``, ``pyproject.toml``, and ``benchmarks/`` and ``ablations/``, which some tests
+read) to a temporary folder, then for each bug patches the
 copy, runs pytest there (the copy's package imported, checked on every run), records the failing tests and
 reverts the patch. An entry passes when its named test fails; it fails the check (exit 1) when it survives every
 test, is killed only by other tests, or its original text is not found exactly once.
 
-By default each entry runs its named test alone, and the default test selection (``-x``) only when that test
-passes (to tell "survived" from "killed by another test"); ``--full`` runs the default selection first for every
-entry (its first failing test is then the suite's, in file order), and the named test too where the suite
-stopped before it. ``--measure`` also trains the lecture model for 1000 steps on each patched copy
-(``MEASURE_COMMAND``) and records the val loss beside unmodified baselines; docs/mutations.md holds the numbers.
+By default each entry runs its named test alone, and the default test selection (``-x``, less this tool's own
+tests) only when that test passes, to tell "survived" from "killed by another test" (a test that then fails is
+run again without the bug: failing there too, it says nothing about the bug). ``--full`` runs the default
+selection first for every entry (its first failing test is then the suite's, in file order), and the named test
+too where the suite stopped before it. Each pytest run is a fresh process forked from a server per copy that has
+imported torch, scipy and pandas but not gptlab (``--no-preload``: a new ``python -m pytest`` each time).
+
+``--measure`` also trains the lecture model for 1000 steps on each patched copy (``MEASURE_COMMAND``) and
+records the val loss beside unmodified baselines; docs/mutations.md holds the numbers.
 
 This module is also the pytest plugin the child runs load (``-p gptlab.devtools.catalogue``): the hooks at the
 end write each failing test and the file ``gptlab`` was imported from to ``$GPTLAB_CATALOGUE_REPORT``. It
@@ -39,9 +44,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-COPIED = ("gptlab", "tests", "data", "pyproject.toml")
+# What the default test selection reads: the package, the tests, the corpus, the pytest settings, and the
+# benchmark scripts (tests/test_bench.py) and shipped grids (tests/test_grid.py) some tests import or load.
+COPIED = ("gptlab", "tests", "data", "pyproject.toml", "benchmarks", "ablations")
 REPORT_ENV = "GPTLAB_CATALOGUE_REPORT"
 PYTEST_ARGS = ("-q", "-p", "no:cacheprovider", "-p", "gptlab.devtools.catalogue")
+# The default selection, less this tool's own tests: one of them checks that every entry's original text is in
+# the code, which each patch breaks by design.
+SUITE_ARGS = ("-x", "--ignore=tests/test_mutation_tool.py")
 MEASURE_COMMAND = ("train", "--preset", "lecture", "--set", "train.max_iters=1000", "--set", "model.fused=false",
                    "--sample-tokens", "0")
 MEASURE_SEEDS = (1337, 1338, 1339)  # the unmodified baseline at these seeds gives the seed noise; bugs run at the first
@@ -90,7 +100,8 @@ CATALOGUE: tuple[Bug, ...] = (
     Bug("window-one-short", "data", "windows of block_size tokens, not block_size + 1: one input too few",
         "gptlab/data.py", "return data.unfold(0, block_size + 1, 1)", "return data.unfold(0, block_size, 1)",
         "tests/test_data.py::test_batches_shapes_and_shift"),
-    Bug("eval-windows-at-the-start", "data", "the fixed evaluation windows are the split's first ones, not spread over it",
+    Bug("eval-windows-at-the-start", "data",
+        "the fixed evaluation windows are the split's first ones, not spread over it",
         "gptlab/data.py",
         "ix = torch.linspace(0, len(all_windows) - 1, min(count, len(all_windows))).round().long()"
         ".clamp(max=len(all_windows) - 1)",
@@ -101,7 +112,10 @@ CATALOGUE: tuple[Bug, ...] = (
         "self.generator = torch.Generator().manual_seed(1337)",
         "tests/test_data.py::test_batches_depend_on_the_seed_and_change_every_step"),
     # -- components: mask, softmax, scale, q/k (explicit and fused paths) -----------------------------------
-    Bug("mask-off-by-one", "mask", "the mask starts one above the diagonal too late: token t reads token t + 1",
+    Bug("mask-removed", "mask", "no causal mask at all (ScoreAllPairs.causal = False): every token reads the future",
+        MASK, "    causal = True\n", "    causal = False\n",
+        "tests/test_components.py::test_causal_masks_never_read_the_future[True-after]"),
+    Bug("mask-off-by-one", "mask", "the mask starts one diagonal too high (triu(2)): token t reads token t + 1",
         MASK, "future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)",
         "future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(2)",
         "tests/test_components.py::test_causal_masks_never_read_the_future[False-after]"),
@@ -119,6 +133,10 @@ CATALOGUE: tuple[Bug, ...] = (
     Bug("scale-dropped", "scale", "scores not scaled by 1/sqrt(head_size) (explicit path)",
         MASK, "return q @ k.transpose(-2, -1) * q.size(-1) ** -0.5", "return q @ k.transpose(-2, -1)",
         L + "test_explicit_attention_matches_a_hand_computation"),
+    Bug("scale-dropped-default-path", "scale",
+        "the same edit, trained the default way: the fused kernel never calls it",
+        MASK, "return q @ k.transpose(-2, -1) * q.size(-1) ** -0.5", "return q @ k.transpose(-2, -1)",
+        L + "test_explicit_attention_matches_a_hand_computation", measure_set=FUSED),
     Bug("scale-multiplies", "scale", "scores multiplied by sqrt(head_size) instead of divided (explicit path)",
         MASK, "return q @ k.transpose(-2, -1) * q.size(-1) ** -0.5",
         "return q @ k.transpose(-2, -1) * q.size(-1) ** 0.5",
@@ -171,8 +189,7 @@ CATALOGUE: tuple[Bug, ...] = (
         MODEL, "return self.dropout(self.proj(y))", "return self.dropout(y)",
         L + "test_attention_output_goes_through_its_projection"),
     Bug("ffn-without-nonlinearity", "ffn", "no ReLU between the feed-forward layer's two linears",
-        MODEL, "nn.ReLU(),", "nn.Identity(),",
-        "tests/test_components.py::test_feedforward_without_projection_ends_in_its_relu"),
+        MODEL, "nn.ReLU(),", "nn.Identity(),", L + "test_feedforward_is_linear_relu_linear"),
     Bug("ffn-not-wider", "ffn", "the feed-forward hidden layer is n_embd wide, not ffn_mult * n_embd",
         MODEL, "hidden = cfg.ffn_mult * cfg.n_embd", "hidden = cfg.n_embd",
         "tests/test_components.py::test_feedforward_is_mult_times_wider"),
@@ -238,11 +255,13 @@ CATALOGUE: tuple[Bug, ...] = (
         "gptlab/runner.py", "return list(specs) if force else [s for s in specs if not is_finished(runs_dir, s)]",
         "return [s for s in specs if not is_finished(runs_dir, s)]",
         "tests/test_runner.py::test_resume_skips_finished_runs_and_force_reruns_them"),
-    Bug("resume-trusts-any-record", "harness", "resume counts a readable record under the key as done, whoever's run it is",
+    Bug("resume-trusts-any-record", "harness",
+        "resume counts a readable record under the key as done, whoever's run it is",
         "gptlab/runner.py", "return (record.grid, record.variant, record.seed) == (spec.grid, spec.variant, spec.seed)",
         "return True",
         "tests/test_runner.py::test_resume_skips_finished_runs_and_force_reruns_them"),
-    Bug("default-baseline-last", "harness", "a grid without `baseline` compares against its last variant, not its first",
+    Bug("default-baseline-last", "harness",
+        "a grid without `baseline` compares against its last variant, not its first",
         "gptlab/grid.py", "return names[0]", "return names[-1]",
         "tests/test_grid.py::test_baseline_by_dict_by_name_and_default"),
     Bug("every-run-the-first-seed", "harness", "every run of a grid trains with its first seed (same config, same key)",
@@ -255,7 +274,8 @@ CATALOGUE: tuple[Bug, ...] = (
         "tests/test_stats.py::test_welch_p_value_matches_a_hand_computation"),
     Bug("student-degrees-of-freedom", "statistics", "Welch's test with Student's degrees of freedom (n1 + n2 - 2)",
         "gptlab/stats.py",
-        "df = (va + vb) ** 2 / (va**2 / (len(variant) - 1) + vb**2 / (len(baseline) - 1)) if se else len(variant) - 1.0",
+        "df = (va + vb) ** 2 / (va**2 / (len(variant) - 1) + vb**2 / (len(baseline) - 1)) if se "
+        "else len(variant) - 1.0",
         "df = len(variant) + len(baseline) - 2.0",
         "tests/test_stats.py::test_welch_p_value_matches_a_hand_computation"),
     Bug("higher-loss-is-better", "statistics", "a variant with a higher loss than the baseline is called better",
@@ -270,7 +290,8 @@ CATALOGUE: tuple[Bug, ...] = (
         "adjusted = dict(zip(tested, [tests[name].p_two_sided() for name in tested]))",
         L + "test_verdicts_use_holm_adjusted_p_values"),
     Bug("claim-direction-flipped", "statistics", "a `worse` claim is tested in the `better` direction",
-        "gptlab/claims.py", 'sign = 1.0 if claim.kind == "worse" else -1.0', 'sign = 1.0 if claim.kind == "better" else -1.0',
+        "gptlab/claims.py", 'sign = 1.0 if claim.kind == "worse" else -1.0',
+        'sign = 1.0 if claim.kind == "better" else -1.0',
         "tests/test_claims.py::test_directional_claims_hold_or_are_contradicted"),
     # -- the one-file reading (gptlab/gpt.py) ---------------------------------------------------------------
     Bug("reading-softmax-over-queries", "reading", "gpt.py: attention softmax over dim=-2",
@@ -360,19 +381,56 @@ class Outcome:
     seconds: float
 
 
+# The process groups of the children running now (each child starts its own session), killed on an interrupt;
+# once STOP is set no new child starts.
+_LIVE: set[int] = set()
+_LIVE_LOCK = threading.Lock()
+STOP = threading.Event()
+
+
+@contextmanager
+def live(pgid: int) -> Iterator[None]:
+    with _LIVE_LOCK:
+        _LIVE.add(pgid)
+    try:
+        yield
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(pgid)
+
+
+def stop_children() -> None:
+    """Start no more children and kill the running ones (by their process group ids)."""
+    STOP.set()
+    with _LIVE_LOCK:
+        for pgid in _LIVE:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _check_stop() -> None:
+    if STOP.is_set():
+        raise KeyboardInterrupt
+
+
 def run_child(args: Sequence[str], root: Path, env: dict[str, str], timeout: float) -> Outcome:
     """``python ARGS`` in ``root``; on timeout the child's whole process group (it may have spawned workers) is
     killed."""
+    _check_stop()
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, *args], cwd=root, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = process.communicate(timeout=timeout)
-        code: int | None = process.returncode
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, _ = process.communicate()
-        code = None
+    with live(process.pid):
+        try:
+            out, _ = process.communicate(timeout=timeout)
+            code: int | None = process.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            out, _ = process.communicate()
+            code = None
+    _check_stop()
     return Outcome(code, out[-4000:], time.perf_counter() - start)
 
 
@@ -467,16 +525,19 @@ class ForkServer:
     def run(self, args: Sequence[str], env: dict[str, str], timeout: float) -> Outcome:
         """``pytest ARGS`` in a forked child; on timeout its process group is killed."""
         assert self.process.stdin is not None
+        _check_stop()
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="gptlab-catalogue-log-") as tmp:
             log = Path(tmp) / "pytest.log"
             self.process.stdin.write(json.dumps({"args": list(args), "env": env, "log": str(log)}) + "\n")
             self.process.stdin.flush()
             pid = self._next(60, "pid")
-            code = self._next(timeout, "code")
-            if code is None:
-                os.killpg(pid, signal.SIGKILL)
-                self._next(60, "code")
+            with live(pid):
+                code = self._next(timeout, "code")
+                if code is None:
+                    os.killpg(pid, signal.SIGKILL)
+                    self._next(60, "code")
+            _check_stop()
             output = log.read_text(encoding="utf-8", errors="replace")[-4000:] if log.is_file() else ""
         return Outcome(code, output, time.perf_counter() - start)
 
@@ -537,6 +598,7 @@ SURVIVED = "survived"
 NOT_FOUND = "original not found once"
 NAMED_MISSING = "named test not found"
 TIMEOUT = "timeout"
+PREEXISTING = "undetermined: the tests that failed fail without the bug too"
 
 
 @dataclass
@@ -551,6 +613,7 @@ class EntryResult:
     message: str = ""
     val_loss: float | None = None
     measure_note: str = ""   # "diverged at step N", "crashed: ...", or ""
+    preexisting: list[str] = field(default_factory=list)  # failing tests that fail without the bug too
 
     @property
     def ok(self) -> bool:
@@ -570,6 +633,15 @@ def check_entry(bug: Bug, root: Path, full: bool = False, named_timeout: float =
             result = _check_patched(bug, root, full, named_timeout, suite_timeout, server)
     except PatchError as err:
         result = EntryResult(bug, NOT_FOUND, message=str(err))
+    others = [t for t in result.failing if t != bug.test and not t.startswith(bug.test + "[") and "::" in t]
+    if others:  # run again without the bug: a test failing there too says nothing about the bug
+        unpatched = run_pytest(root, others, suite_timeout, server)
+        if unpatched.failures:
+            result.preexisting = unpatched.failed
+            result.failing = [t for t in result.failing if t not in unpatched.failed]
+            result.message = "failing without the bug too: " + ", ".join(unpatched.failed)
+            if result.status == BY_OTHERS and not result.failing:
+                result.status = PREEXISTING
     result.seconds = time.perf_counter() - start
     return result
 
@@ -577,39 +649,38 @@ def check_entry(bug: Bug, root: Path, full: bool = False, named_timeout: float =
 def _check_patched(bug: Bug, root: Path, full: bool, named_timeout: float, suite_timeout: float,
                    server: ForkServer | None) -> EntryResult:
     failing: list[str] = []
-    ran = []
+    ran: list[str] = []
+
+    def result(status: str, named: bool = False, error: str = "", message: str = "") -> EntryResult:
+        return EntryResult(bug, status, named, failing, error, ", then ".join(ran), message=message)
+
     if full:
-        suite = run_pytest(root, ["-x"], suite_timeout, server)
+        suite = run_pytest(root, SUITE_ARGS, suite_timeout, server)
         ran.append("the suite (-x)")
         if suite.timed_out:
-            return EntryResult(bug, TIMEOUT, ran=", then ".join(ran), message=f"the suite ran past {suite_timeout:.0f} s")
+            return result(TIMEOUT, message=f"the suite ran past {suite_timeout:.0f} s")
         failing += suite.failed
         if named_failed(suite, bug.test):
-            return EntryResult(bug, KILLED, True, failing, _error_of(suite, bug.test), ", then ".join(ran))
+            return result(KILLED, True, _error_of(suite, bug.test))
     named = run_pytest(root, ["-x", bug.test], named_timeout, server)
     ran.append("the named test")
     if named.timed_out:
-        return EntryResult(bug, TIMEOUT, False, failing, ran=", then ".join(ran),
-                           message=f"the named test ran past {named_timeout:.0f} s")
+        return result(TIMEOUT, message=f"the named test ran past {named_timeout:.0f} s")
     if named.found_nothing and not named.failures:
-        return EntryResult(bug, NAMED_MISSING, ran=", then ".join(ran), message=named.outcome.output.strip()[-300:])
+        return result(NAMED_MISSING, message=named.outcome.output.strip()[-300:])
+    failing += [test for test in named.failed if test not in failing]
     if named_failed(named, bug.test):
-        failing += [t for t in named.failed if t not in failing]
-        if not full:
-            failing = named.failed
-        return EntryResult(bug, KILLED, True, failing, _error_of(named, bug.test), ", then ".join(ran))
+        return result(KILLED, True, _error_of(named, bug.test))
     if named.failures:  # e.g. the test module fails to import: the named test never ran
-        failing += [t for t in named.failed if t not in failing]
-        return EntryResult(bug, BY_OTHERS, False, failing, ran=", then ".join(ran),
-                           message="the named test did not run: " + ", ".join(f"{f.test} ({f.when})"
-                                                                           for f in named.failures))
+        return result(BY_OTHERS, message="the named test did not run: "
+                                         + ", ".join(f"{f.test} ({f.when})" for f in named.failures))
     if not full:
-        suite = run_pytest(root, ["-x"], suite_timeout, server)
+        suite = run_pytest(root, SUITE_ARGS, suite_timeout, server)
         ran.append("the suite (-x)")
         if suite.timed_out:
-            return EntryResult(bug, TIMEOUT, ran=", then ".join(ran), message=f"the suite ran past {suite_timeout:.0f} s")
+            return result(TIMEOUT, message=f"the suite ran past {suite_timeout:.0f} s")
         failing += suite.failed
-    return EntryResult(bug, BY_OTHERS if failing else SURVIVED, False, failing, ran=", then ".join(ran))
+    return result(BY_OTHERS if failing else SURVIVED)
 
 
 def _error_of(run: PytestRun, test: str) -> str:
@@ -736,13 +807,19 @@ def _run_on(slots: queue.Queue[Slot], bugs: Sequence[Bug], full: bool, do_measur
 
     settings = sorted({(), *(bug.measure_set for bug in bugs)}) if do_measure else []
     wanted = [(sets, seed) for sets in settings for seed in (MEASURE_SEEDS if not sets else MEASURE_SEEDS[:1])]
-    with ThreadPoolExecutor(slots.qsize()) as pool:
+    pool = ThreadPoolExecutor(slots.qsize())
+    try:
         base_futures = {pool.submit(baseline, sets, seed): (sets, seed) for sets, seed in wanted}
         futures = {pool.submit(entry, bug): bug for bug in bugs}
         for future in as_completed(futures):
             if on_done is not None:
                 on_done(future.result())
         baselines = [Baseline(*base_futures[f], f.result()) for f in base_futures]
+    except BaseException:  # Ctrl-C: drop what has not started, kill what runs
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_children()
+        raise
+    pool.shutdown()
     order = {bug.id: i for i, bug in enumerate(bugs)}
     results = sorted((f.result() for f in futures), key=lambda r: order[r.bug.id])
     return results, baselines
@@ -782,11 +859,15 @@ def summary_lines(results: Sequence[EntryResult], seconds: float, jobs: int, ful
         key = "killed by its named test" if r.ok else r.status
         counts[key] = counts.get(key, 0) + 1
     how = ("each entry: the default test selection (-x) first, then its named test where the suite stopped before it"
-           if full else "each entry: its named test alone; the default selection (-x) only where the named test passed")
+           if full else "each entry: its named test alone; the default selection (-x, less "
+                        "tests/test_mutation_tool.py) only where the named test passed")
     processes = ("each pytest run forked from a server that imported torch, scipy, pandas (not gptlab)" if preload
                  else "each pytest run a new python -m pytest")
     lines = [f"{len(results)} entries: " + ", ".join(f"{n} {what}" for what, n in counts.items()),
              f"{how}; {processes}; {jobs} at once; total time {seconds:.0f} s"]
+    preexisting = sorted({t for r in results for t in r.preexisting})
+    if preexisting:
+        lines.append(f"failing without any bug (not counted against an entry): {', '.join(preexisting)}")
     for r in results:
         if not r.ok:
             detail = f" ({r.message})" if r.message else ""
@@ -810,25 +891,25 @@ def baseline_lines(baselines: Sequence[Baseline]) -> list[str]:
 
 
 def markdown_table(results: Sequence[EntryResult], baselines: Sequence[Baseline]) -> str:
-    """The docs' table: bug, the test that kills it, the val loss after 1000 steps against its baseline."""
+    """The docs' table: each bug, the test that kills it, its val loss after 1000 steps against the unmodified
+    run with the same settings (seed ``MEASURE_SEEDS[0]``) and the difference."""
     base = {b.sets: b.measurement.val_loss for b in baselines if b.seed == MEASURE_SEEDS[0]}
-    lines = ["| # | id | area | the bug | file | killed by | val loss (baseline) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| # | the bug | file | killed by | val loss | baseline | difference |",
+             "| ---: | --- | --- | --- | ---: | ---: | ---: |"]
     for i, r in enumerate(results, 1):
         reference = base.get(r.bug.measure_set)
         ref = f"{reference:.3f}" if reference is not None else "-"
-        settings = f", with {', '.join(r.bug.measure_set)}" if r.bug.measure_set else ""
-        if r.val_loss is not None:
-            value = f"{r.val_loss:.3f}"
-            if reference is not None and r.val_loss == reference:
-                value += " (identical)"
+        if r.bug.measure_set:
+            ref += f" ({', '.join(r.bug.measure_set)})"
+        value = f"{r.val_loss:.3f}" if r.val_loss is not None else r.measure_note or "-"
+        if r.val_loss is None or reference is None:
+            delta = "-"
         else:
-            value = r.measure_note or "-"
-        killed = f"`{r.bug.test.split('::')[0].removeprefix('tests/')}::{r.bug.test.split('::')[1]}`"
-        if not r.ok:
-            killed += f" **{r.status}**"
-        lines.append(f"| {i} | `{r.bug.id}` | {r.bug.area} | {r.bug.bug} | `{r.bug.file}` | {killed} | "
-                     f"{value} ({ref}{settings}) |")
+            delta = "identical" if r.val_loss == reference else f"{r.val_loss - reference:+.3f}"
+        path, _, name = r.bug.test.partition("::")
+        killed = f"`{path.removeprefix('tests/')}::{name}`" + ("" if r.ok else f" **{r.status}**")
+        lines.append(f"| {i} | `{r.bug.id}` ({r.bug.area}): {r.bug.bug} | `{r.bug.file}` | {killed} | {value} | "
+                     f"{ref} | {delta} |")
     return "\n".join(lines)
 
 
@@ -840,6 +921,7 @@ def main(ids: Sequence[str] | None = None, jobs: int = 2, full: bool = False, do
         print("\n".join(problems), file=sys.stderr)
         return 1
     bugs = select(ids)
+    STOP.clear()
     start = time.perf_counter()
     done = [0]
 
@@ -849,8 +931,18 @@ def main(ids: Sequence[str] | None = None, jobs: int = 2, full: bool = False, do
         print(f"[{done[0]}/{len(bugs)}] {result.bug.id}: {result_text(result)} ({result.seconds:.1f} s{loss})",
               flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="gptlab-catalogue-") as tmp:
-        results, baselines = run_all(bugs, jobs, full, do_measure, Path(tmp), progress, preload=preload)
+    def terminated(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # a CI job cancelled: stop the children and clean up as on Ctrl-C
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        with tempfile.TemporaryDirectory(prefix="gptlab-catalogue-") as tmp:
+            results, baselines = run_all(bugs, jobs, full, do_measure, Path(tmp), progress, preload=preload)
+    except KeyboardInterrupt:
+        print("interrupted: the running checks were stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     seconds = time.perf_counter() - start
     print()
     print(format_table(results, with_loss=do_measure))

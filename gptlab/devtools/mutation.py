@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     catalogue.add_argument("--full", action="store_true",
                            help="run the default test selection (-x) for every entry, not only its named test")
     catalogue.add_argument("--only", default=None, metavar="ID[,ID...]", help="check only these entries")
-    catalogue.add_argument("--jobs", type=int, default=2, help="entries checked at once, each on its own copy (default 2)")
+    catalogue.add_argument("--jobs", type=int, default=2,
+                           help="entries checked at once, each on its own copy (default 2)")
     catalogue.add_argument("--no-preload", action="store_true",
                            help="start each pytest run as a new python -m pytest, not forked from a process that has "
                                 "imported torch (slower)")
