@@ -197,6 +197,11 @@ def ablate(
     out: Path = typer.Option(Path("reports"), "--out", help="Results folder; the grid writes OUT/<name>/."),
     max_runs: int = typer.Option(1000, "--max-runs", help="Refuse a grid of more runs than this."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files of the runs."),
+    executor_name: str = typer.Option("local", "--executor", help="local (processes here) or ray (docs/ray.md)."),
+    address: Optional[str] = typer.Option(None, "--address", show_default="a local Ray instance",
+                                          help="Ray cluster: auto, HOST:PORT or ray://HOST:10001."),
+    gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="Ray: GPUs per run (0.25: four share one)."),
+    cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="Ray: CPUs per run (and its torch threads)."),
 ) -> None:
     """Run an ablation grid (resumable): every variant x seed, then a ranked table, results.csv and the report."""
 
@@ -209,6 +214,15 @@ def ablate(
 
         if jobs < 1:
             raise GptlabError(f"--jobs = {jobs} is not allowed; must be >= 1")
+        if executor_name not in ("local", "ray"):
+            raise choice_error("--executor", executor_name, ["local", "ray"])
+        executor = None
+        if executor_name == "ray":
+            from gptlab.ray_executor import RayExecutor
+
+            executor = RayExecutor(address, cpus_per_run, gpus_per_run)  # checks the numbers; imports no Ray
+        elif address is not None or gpus_per_run != 0 or cpus_per_run != 1:
+            raise GptlabError("--address, --gpus-per-run and --cpus-per-run are for --executor ray")
         grid = load_grid(grid_file, parse_set_args(sets or []), device, seeds, scale, max_runs)
         check_grid(grid)
         planned = plan(grid, out, force, group_seeds)
@@ -218,13 +232,19 @@ def ablate(
         console.print(f"[bold]{grid.title}[/] (scale {grid.scale}): {len(planned.specs)} runs "
                       f"({len(grid.variants)} variants x {len(grid.seeds)} seeds), "
                       f"{len(planned.specs) - len(planned.todo)} already done, {len(planned.todo)} to run"
-                      + (f" as {len(planned.jobs)} jobs, --jobs {jobs}" if planned.todo else ""), highlight=False)
+                      + (f" as {len(planned.jobs)} jobs, " + (f"--jobs {jobs}" if executor is None else
+                                                               f"on Ray ({address or 'local instance'})")
+                         if planned.todo else ""), highlight=False)
+        if executor is not None and planned.todo:
+            from gptlab.ray_executor import require_ray
+
+            require_ray()  # the one-line hint before the progress display starts
         try:
             if planned.todo:
                 with LiveProgress(len(planned.todo)) as live:
-                    outcome = run_grid(grid, out, jobs, force, group_seeds, on_event=live)
+                    outcome = run_grid(grid, out, jobs, force, group_seeds, executor=executor, on_event=live)
             else:
-                outcome = run_grid(grid, out, jobs, force, group_seeds)
+                outcome = run_grid(grid, out, jobs, force, group_seeds, executor=executor)
         except KeyboardInterrupt:
             err_console.print("interrupted: the workers are stopped; finished runs are saved, run the same command "
                               "again to resume")

@@ -93,3 +93,17 @@ def test_version_and_help_read_like_a_users():
     top = invoke("--help").output
     assert "gptlab ablate residuals" in top and max(len(line) for line in top.splitlines()) <= 80
     assert "a newline" in invoke("sample", "--help").output
+
+
+def test_list_and_readme_agree_on_each_presets_loss():
+    import re
+
+    from gptlab.config import PRESET_INFO
+    from gptlab.files import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for name in ("bigram", "lecture", "cpu"):
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` |"))
+        measured = re.search(r"\| (\d\.\d\d) in ", row).group(1)
+        assert f"(val {measured})" in PRESET_INFO[name], (name, measured, PRESET_INFO[name])
+    assert "lecture: ~1.48" in PRESET_INFO["full"] and "reports ~1.48" in readme
