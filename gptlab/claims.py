@@ -29,10 +29,10 @@ CLAIM_KEYS = ["variant", "is", "than", "by_at_least", "within", "near", "note"]
 HOLDS, CONTRADICTED, OPEN = "holds", "contradicted", "not established"
 STATUSES = [HOLDS, CONTRADICTED, OPEN]
 METHOD = (f"each claim is a t-test over seeds (Welch's between two variants, one-sample against a reference "
-          f"value; two one-sided tests for `same` and `near`), its p-value adjusted over the grid's claims (Holm); "
-          f"a claim holds or is contradicted when the adjusted p < {ALPHA}. Seeds to settle: per variant, for "
-          f"{POWER:.0%} power at level {ALPHA}/(number of claims), normal approximation, at the measured effect "
-          f"and spread")
+          f"value; two one-sided tests for `same` and `near`), its p-value adjusted over the grid's claims (Holm, "
+          f"apart from the table's verdicts, which are adjusted over the variants); a claim holds or is "
+          f"contradicted when the adjusted p < {ALPHA}. Seeds to settle: per variant, for {POWER:.0%} power at "
+          f"level {ALPHA}/(number of claims), normal approximation, at the measured effect and spread")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ class RateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f} it/s" if speed else "", style="cyan", no_wrap=True)
+        rate = "" if not speed else f"{speed:.2f} it/s" if speed < 10 else f"{speed:,.0f} it/s"
+        return Text(rate, style="cyan", no_wrap=True)
 
 
 def progress_bar(target: Console | None = None) -> Progress:

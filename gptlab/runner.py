@@ -380,20 +380,18 @@ def plan(grid: Grid, out: str | Path, force: bool = False, group_seeds: bool | N
 
 
 def run_grid(grid: Grid, out: str | Path = "reports", jobs: int = 1, force: bool = False,
-             group_seeds: bool | None = None, executor: Executor | None = None, on_event: OnEvent | None = None,
-             on_start: Callable[[GridOutcome], None] | None = None) -> GridOutcome:
+             group_seeds: bool | None = None, executor: Executor | None = None,
+             on_event: OnEvent | None = None) -> GridOutcome:
     """Train the grid's runs that have no record yet (all with ``force``) into ``out/<grid.name>/runs/``.
 
     Runs that differ only in their seed train as one stacked model where ``group_seeds`` (default: on CUDA).
     Each run is locked while it trains, so another process on the same folder trains the others. grid.json is
-    written when runs are trained (or the grid's description changed). ``on_start`` sees the plan before
-    training begins, ``on_event`` every event. Reports are the caller's next step (``gptlab.report.render``).
+    written when runs are trained (or the grid's description changed). ``on_event`` sees every event. Reports
+    are the caller's next step (``gptlab.report.render``).
     """
     from gptlab.device import resolve_device
 
     outcome = plan(grid, out, force, group_seeds)
-    if on_start is not None:
-        on_start(outcome)
     grid_dir = Path(out) / grid.name
     write_manifest(grid, grid_dir, str(resolve_device(outcome.specs[0].config.train.device)),
                    trained=bool(outcome.todo))

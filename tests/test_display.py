@@ -65,3 +65,14 @@ def test_list_and_dry_run_fit_80_columns():
         result = runner.invoke(app, args, env={"COLUMNS": str(WIDTH)})
         assert result.exit_code == 0, result.output
         fits(result.output)
+
+
+@pytest.mark.parametrize(("speed", "shown"), [(0.4, "0.40 it/s"), (9.5, "9.50 it/s"), (1234.4, "1,234 it/s"),
+                                              (None, "")])
+def test_a_slow_rate_keeps_its_decimals(speed, shown):
+    from types import SimpleNamespace
+
+    from gptlab.display import RateColumn
+
+    task = SimpleNamespace(finished_speed=None, speed=speed)
+    assert RateColumn().render(task).plain == shown  # type: ignore[arg-type]
