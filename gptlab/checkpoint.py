@@ -10,8 +10,10 @@ import torch
 from gptlab import __version__
 from gptlab.config import RunConfig, validate
 from gptlab.data import CharTokenizer
+from gptlab.device import available_bytes
 from gptlab.errors import GptlabError
 from gptlab.files import write_atomic
+from gptlab.flops import param_estimate
 from gptlab.model import LanguageModel, build_model, check_model
 
 FORMAT = "gptlab-checkpoint-1"
@@ -40,12 +42,23 @@ def load(path: str | Path) -> tuple[LanguageModel, RunConfig, CharTokenizer]:
         raise GptlabError(f"checkpoint '{path}': not a readable gptlab checkpoint ({type(err).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise GptlabError(f"checkpoint '{path}': not a gptlab checkpoint (expected format {FORMAT})")
+    missing = [part for part in ("config", "vocab", "model") if part not in payload]
+    if missing:
+        raise GptlabError(f"checkpoint '{path}': it has no {missing[0]!r} (a gptlab checkpoint holds config, vocab "
+                          f"and model)")
     try:
         cfg = validate(RunConfig.from_dict(payload["config"]))
         vocab = payload["vocab"]
-        if not isinstance(vocab, str) or len(vocab) != cfg.model.vocab_size or len(set(vocab)) != len(vocab):
+        if not isinstance(vocab, str) or len(vocab) != cfg.model.vocab_size:
             raise GptlabError(f"its vocabulary ({len(vocab) if isinstance(vocab, str) else type(vocab).__name__}) "
                               f"does not match model.vocab_size = {cfg.model.vocab_size}")
+        if len(set(vocab)) != len(vocab):
+            raise GptlabError(f"its vocabulary repeats characters ({len(set(vocab))} distinct of {len(vocab)})")
+        weights, free = 4 * param_estimate(cfg.model), available_bytes(torch.device("cpu"))
+        if weights > free:
+            raise GptlabError(f"its model needs about {weights / 2**30:,.0f} GiB for its weights (model.n_embd = "
+                              f"{cfg.model.n_embd}, model.n_layer = {cfg.model.n_layer}); this machine has "
+                              f"{free / 2**30:,.0f} GiB available")
         check_model(cfg.model)
         model = build_model(cfg.model)
         model.load_state_dict(payload["model"])

@@ -85,6 +85,8 @@ class RunConfig:
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
         cfg = cls()
         for section, values in raw.items():
+            if not isinstance(values, dict):
+                raise GptlabError(f"config.{section} = {values!r}: must be a mapping of field -> value")
             for key, value in values.items():
                 set_field(cfg, f"{section}.{key}", value)
         return cfg

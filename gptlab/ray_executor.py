@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Sequence
+from itertools import chain
+from typing import Any, Iterable
 
 from gptlab.data import read_text
 from gptlab.errors import GptlabError, one_line
@@ -91,8 +92,11 @@ class RayExecutor:
         self.max_retries = max_retries
         self.threads = max(1, int(cpus_per_run))
 
-    def run(self, jobs: Sequence[Job], on_event: OnEvent, on_done: OnDone) -> None:
-        if not jobs:
+    def run(self, jobs: Iterable[Job], on_event: OnEvent, on_done: OnDone) -> None:
+        """Submits every job at once (Ray queues them on the cluster), so each is claimed as it is submitted."""
+        queued = iter(jobs)
+        first = next(queued, None)
+        if first is None:
             return
         require_ray()
         import ray
@@ -105,12 +109,12 @@ class RayExecutor:
                 where = f"--address = {self.address}" if self.address else "a local Ray instance"
                 raise GptlabError(f"{where}: {one_line(err)}") from None
         try:
-            self.run_tasks(ray, jobs, on_event, on_done)
+            self.run_tasks(ray, chain([first], queued), on_event, on_done)
         finally:
             if ours:
                 ray.shutdown()  # stops the local instance it started; from a cluster it only disconnects
 
-    def run_tasks(self, ray: Any, jobs: Sequence[Job], on_event: OnEvent, on_done: OnDone) -> None:
+    def run_tasks(self, ray: Any, jobs: Iterable[Job], on_event: OnEvent, on_done: OnDone) -> None:
         log = ray.remote(num_cpus=0, max_restarts=-1)(EventLog).remote()
         task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=self.max_retries,
                           retry_exceptions=False)(train_job)

@@ -23,9 +23,10 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import chain
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -75,9 +76,11 @@ OnDone = Callable[[Job, "list[RunRecord] | None", "str | None"], None]  # the re
 
 class Executor(Protocol):
     """Trains jobs: reports progress through ``on_event`` and hands each finished job's records (or its
-    one-line error) to ``on_done``, which saves them; one job's failure does not stop the others."""
+    one-line error) to ``on_done``, which saves them; one job's failure does not stop the others. ``jobs`` is
+    drawn lazily: each job is claimed (its runs locked) as it is drawn, so an executor draws a job when it can
+    start it, and runs that another process claimed first are not in it."""
 
-    def run(self, jobs: Sequence[Job], on_event: OnEvent, on_done: OnDone) -> None: ...
+    def run(self, jobs: Iterable[Job], on_event: OnEvent, on_done: OnDone) -> None: ...
 
 
 def label(spec: RunSpec) -> str:
@@ -274,28 +277,29 @@ class LocalProcessExecutor:
         self.jobs = max(1, jobs)
         self.threads = max(1, (cores or available_cores()) // self.jobs)
 
-    def run(self, jobs: Sequence[Job], on_event: OnEvent, on_done: OnDone) -> None:
-        if not jobs:
+    def run(self, jobs: Iterable[Job], on_event: OnEvent, on_done: OnDone) -> None:
+        queued = iter(jobs)
+        first = next(queued, None)
+        if first is None:
             return
         context = multiprocessing.get_context("spawn")
         events, slots = context.Queue(), context.Queue()
         for slot in range(self.jobs):
             slots.put(slot)
-        pool = ProcessPoolExecutor(min(self.jobs, len(jobs)), mp_context=context, initializer=_init_worker,
+        pool = ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_init_worker,
                                    initargs=(events, self.threads, os.getpid(), slots))
+        futures: dict[Future[list[RunRecord]], Job] = {}
+        pending: set[Future[list[RunRecord]]] = set()
         try:
-            futures = {pool.submit(_execute_in_worker, job): job for job in jobs}
-            pending: set[Future[list[RunRecord]]] = set(futures)
+            # a job is drawn, and so claimed, only when a worker is free to start it
+            for job in chain([first], queued):
+                while len(pending) >= self.jobs:
+                    pending = self.collect(pending, futures, events, on_event, on_done)
+                future = pool.submit(_execute_in_worker, job)
+                futures[future] = job
+                pending.add(future)
             while pending:
-                done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-                drain(events, on_event)
-                for future in done:
-                    try:
-                        records = future.result()
-                    except Exception as err:  # a job that raises is reported as failed, and the grid goes on
-                        on_done(futures[future], None, one_line(err))
-                    else:
-                        on_done(futures[future], records, None)
+                pending = self.collect(pending, futures, events, on_event, on_done)
             drain(events, on_event)
         except BaseException:
             for process in list(getattr(pool, "_processes", {}).values()):
@@ -303,6 +307,21 @@ class LocalProcessExecutor:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
+
+    @staticmethod
+    def collect(pending: set[Future[list[RunRecord]]], futures: dict[Future[list[RunRecord]], Job], events: Any,
+                on_event: OnEvent, on_done: OnDone) -> set[Future[list[RunRecord]]]:
+        """Waits a moment for jobs to end, passes on their events and hands each ended job to ``on_done``."""
+        done, still = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+        drain(events, on_event)
+        for future in done:
+            try:
+                records = future.result()
+            except Exception as err:  # a job that raises is reported as failed, and the grid goes on
+                on_done(futures[future], None, one_line(err))
+            else:
+                on_done(futures[future], records, None)
+        return still
 
 
 def drain(events: Any, on_event: OnEvent) -> None:
@@ -353,9 +372,9 @@ class Driver:
             self.event(event)
 
 
-def claim(jobs: list[Job], locks: Locks, outcome: GridOutcome, on_event: OnEvent | None) -> list[Job]:
-    """The jobs with every run this process could lock; a run another live process holds is left to it."""
-    claimed = []
+def claim(jobs: list[Job], locks: Locks, outcome: GridOutcome, on_event: OnEvent | None) -> Iterator[Job]:
+    """Each job with the runs this process could lock, locked as the job is drawn (just before it trains); a run
+    another live process holds is left to it, so two processes on one folder share out a grid's runs."""
     for job in jobs:
         mine = []
         for spec in job.specs:
@@ -366,9 +385,8 @@ def claim(jobs: list[Job], locks: Locks, outcome: GridOutcome, on_event: OnEvent
                 if on_event is not None:
                     on_event(RunEvent("held", spec.key, label(spec), error=outcome.held[spec.key]))
         if mine:
-            claimed.append(Job(tuple(mine), job.note if len(mine) == len(job.specs) else f"group of {len(mine)} seeds"
-                               if len(mine) > 1 else "alone (the other seeds are held elsewhere)"))
-    return claimed
+            yield Job(tuple(mine), job.note if len(mine) == len(job.specs) else f"group of {len(mine)} seeds"
+                      if len(mine) > 1 else "alone (the other seeds are held elsewhere)")
 
 
 def plan(grid: Grid, out: str | Path, force: bool = False, group_seeds: bool | None = None) -> GridOutcome:

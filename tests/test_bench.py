@@ -1,5 +1,6 @@
 import dataclasses
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -161,3 +162,13 @@ def test_the_gpu_check_dry_runs_every_step_on_a_cpu(tmp_path):
     assert summary.count("| 0 |") == 4 and "not a measurement" in summary
     assert "seeds as one group" in summary and "nanoGPT" in summary
     assert (tmp_path / "reports" / "qk-full" / "README.md").read_text().startswith("# Queries ask")
+
+
+@pytest.mark.slow
+def test_the_hostile_input_script_measures_a_few_refusals():
+    """benchmarks/hostile.py runs the real CLI: two bad numbers and a duplicate grid key are refused in one line."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "hostile.py"
+    result = subprocess.run([sys.executable, str(script), "--only", "=nan", "--only", "duplicate key"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 good, 0 bad of 3" in result.stdout

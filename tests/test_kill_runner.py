@@ -166,7 +166,7 @@ def test_a_group_with_held_seeds_trains_the_rest_and_says_so(tmp_path):
     hold(runs_dir, specs[4].key)
     outcome = GridOutcome(specs, specs, plan_jobs(specs, group_seeds=True))
     locks = Locks(runs_dir)
-    claimed = claim(outcome.jobs, locks, outcome, None)
+    claimed = list(claim(outcome.jobs, locks, outcome, None))
     assert [(len(j.specs), j.note) for j in claimed] == [(2, "group of 2 seeds"),
                                                          (1, "alone (the other seeds are held elsewhere)")]
     assert locks.held == {specs[1].key, specs[2].key, specs[5].key} and len(outcome.held) == 3
@@ -174,6 +174,19 @@ def test_a_group_with_held_seeds_trains_the_rest_and_says_so(tmp_path):
     assert not (runs_dir / f"{specs[1].key}.lock").exists() and (runs_dir / f"{specs[0].key}.lock").exists()
     free = GridOutcome(specs, specs, plan_jobs(specs, group_seeds=True))
     assert [j.note for j in claim(free.jobs[:1], Locks(tmp_path / "free"), free, None)] == ["group of 3 seeds"]
+
+
+def test_a_job_is_claimed_only_when_it_is_drawn(tmp_path):
+    specs = make_grid(tmp_path).runs()
+    runs_dir = tmp_path / "out" / "g" / "runs"
+    outcome = GridOutcome(specs, specs, plan_jobs(specs, group_seeds=False))
+    locks = Locks(runs_dir)
+    jobs = claim(outcome.jobs, locks, outcome, None)
+    assert locks.held == set()  # nothing is locked before the executor draws a job to start it
+    assert keys([next(jobs)]) == [[specs[0].key]] and locks.held == {specs[0].key}
+    hold(runs_dir, specs[1].key)  # another process starts run 2 meanwhile
+    assert keys([next(jobs)]) == [[specs[2].key]] and specs[1].key in outcome.held
+    locks.release_all()
 
 
 # -- what each job's outcome leaves ----------------------------------------------------------------------------
