@@ -208,13 +208,14 @@ def record_path(runs_dir: Path, key: str) -> Path:
     return runs_dir / f"{key}.json"
 
 
-def is_finished(runs_dir: Path, spec: RunSpec) -> bool:
-    """A usable record of exactly this run exists (records are written atomically: a present file is whole)."""
+def is_finished(runs_dir: Path, spec: RunSpec, since: str = "") -> bool:
+    """A usable record of exactly this run exists (records are written atomically: a present file is whole),
+    created at or after ``since`` (an ISO time) when given."""
     try:
         record = load_record(record_path(runs_dir, spec.key))
     except (OSError, RecordError):
         return False
-    return (record.grid, record.variant, record.seed) == (spec.grid, spec.variant, spec.seed)
+    return (record.grid, record.variant, record.seed) == (spec.grid, spec.variant, spec.seed) and record.created >= since
 
 
 def to_run(specs: Sequence[RunSpec], runs_dir: Path, force: bool) -> list[RunSpec]:
@@ -372,18 +373,25 @@ class Driver:
             self.event(event)
 
 
-def claim(jobs: list[Job], locks: Locks, outcome: GridOutcome, on_event: OnEvent | None) -> Iterator[Job]:
+def claim(jobs: list[Job], locks: Locks, outcome: GridOutcome, on_event: OnEvent | None,
+          since: str = "") -> Iterator[Job]:
     """Each job with the runs this process could lock, locked as the job is drawn (just before it trains); a run
-    another live process holds is left to it, so two processes on one folder share out a grid's runs."""
+    another live process holds, or has finished since ``since`` (when this process planned), is left to it, so
+    two processes on one folder share out a grid's runs and train each once."""
     for job in jobs:
         mine = []
         for spec in job.specs:
-            if locks.acquire(spec.key):
-                mine.append(spec)
+            if not locks.acquire(spec.key):
+                elsewhere = describe(lock_path(locks.runs_dir, spec.key))
+            elif is_finished(locks.runs_dir, spec, since):
+                locks.release(spec.key)
+                elsewhere = "another process, which has finished it"
             else:
-                outcome.held[spec.key] = describe(lock_path(locks.runs_dir, spec.key))
-                if on_event is not None:
-                    on_event(RunEvent("held", spec.key, label(spec), error=outcome.held[spec.key]))
+                mine.append(spec)
+                continue
+            outcome.held[spec.key] = elsewhere
+            if on_event is not None:
+                on_event(RunEvent("held", spec.key, label(spec), error=elsewhere))
         if mine:
             yield Job(tuple(mine), job.note if len(mine) == len(job.specs) else f"group of {len(mine)} seeds"
                       if len(mine) > 1 else "alone (the other seeds are held elsewhere)")
@@ -409,13 +417,14 @@ def run_grid(grid: Grid, out: str | Path = "reports", jobs: int = 1, force: bool
     """
     from gptlab.device import resolve_device
 
+    since = datetime.now(timezone.utc).isoformat(timespec="seconds")  # a record newer than this is another's work
     outcome = plan(grid, out, force, group_seeds)
     grid_dir = Path(out) / grid.name
     write_manifest(grid, grid_dir, str(resolve_device(outcome.specs[0].config.train.device)),
                    trained=bool(outcome.todo))
     locks = Locks(grid_dir / "runs")
     try:
-        claimed = claim(outcome.jobs, locks, outcome, on_event)
+        claimed = claim(outcome.jobs, locks, outcome, on_event, since)
         driver = Driver(grid_dir / "runs", locks, outcome, on_event)
         (executor or LocalProcessExecutor(jobs)).run(claimed, driver.event, driver.done)
     finally:

@@ -3,6 +3,7 @@ allowed, exit 2; never a traceback, never a lost result, never a hang."""
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -156,10 +157,10 @@ def test_two_ablate_processes_split_a_grid_and_train_each_run_once(tmp_path):
     assert first.returncode == 0 and second.returncode == 0, out_first + second.stdout + second.stderr
     records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "g" / "runs").glob("*.json")]
     assert len(records) == 6 and not list((tmp_path / "out" / "g" / "runs").glob("*.lock"))
-    trained_by = {r["key"]: r["created"] for r in records}
-    assert len(trained_by) == 6  # one record per run: none was trained twice (both would rewrite it)
-    # each process found runs the other one held: a run is claimed when it starts, so the two share the grid
-    assert "held by pid" in out_first and "held by pid" in second.stdout + second.stderr
+    outputs = [" ".join(out.split()) for out in (out_first, second.stdout + second.stderr)]
+    trained = [int(re.search(r"(\d+) to run", out).group(1)) - out.count("held by ") for out in outputs]
+    assert sum(trained) == 6 and min(trained) >= 1, trained  # each run trained once, by one process or the other
+    assert all("held by " in out for out in outputs)  # a run is claimed when it starts: the two share the grid
 
 
 def test_corpus_reading_is_checked_before_the_block_size():

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -186,6 +187,20 @@ def test_a_job_is_claimed_only_when_it_is_drawn(tmp_path):
     assert keys([next(jobs)]) == [[specs[0].key]] and locks.held == {specs[0].key}
     hold(runs_dir, specs[1].key)  # another process starts run 2 meanwhile
     assert keys([next(jobs)]) == [[specs[2].key]] and specs[1].key in outcome.held
+    locks.release_all()
+
+
+def test_a_run_another_process_finished_after_the_plan_is_not_trained_again(tmp_path):
+    specs = make_grid(tmp_path).runs()
+    runs_dir = tmp_path / "out" / "g" / "runs"
+    outcome = GridOutcome(specs, specs, plan_jobs(specs, group_seeds=False))  # planned (or --force) at 12:00
+    save_record(runs_dir, replace(made_up_record(specs[0]), created="2026-01-01T11:59:59+00:00"))  # before: rerun
+    save_record(runs_dir, replace(made_up_record(specs[1]), created="2026-01-01T12:00:05+00:00"))  # since: done
+    locks = Locks(runs_dir)
+    claimed = list(claim(outcome.jobs, locks, outcome, None, since="2026-01-01T12:00:00+00:00"))
+    assert keys(claimed) == [[specs[0].key], [specs[2].key], [specs[3].key]]
+    assert outcome.held == {specs[1].key: "another process, which has finished it"}
+    assert specs[1].key not in locks.held
     locks.release_all()
 
 
