@@ -37,7 +37,7 @@ def load(path: str | Path) -> tuple[LanguageModel, RunConfig, CharTokenizer]:
     if not p.is_file():
         raise GptlabError(f"checkpoint '{path}': {'a folder, not a file' if p.is_dir() else 'no such file'}")
     try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
+        payload = torch.load(p, map_location="cpu", weights_only=True)  # pragma: no mutate (True is the default from torch 2.6; CPU-only here)
     except Exception as err:  # torch raises many types for a corrupt or foreign file
         raise GptlabError(f"checkpoint '{path}': not a readable gptlab checkpoint ({type(err).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

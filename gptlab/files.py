@@ -23,7 +23,7 @@ def resolve_path(path: str | Path) -> Path:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    mask = os.umask(0)  # pragma: no mutate (any value: the old mask is read, then put back)
     os.umask(mask)
     return mask
 
@@ -34,14 +34,14 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except (FileExistsError, NotADirectoryError) as err:
-        raise GptlabError(f"{path}: cannot write there: {Path(err.filename or path.parent)} is a file, "
-                          "not a folder") from None
+    except (FileExistsError, NotADirectoryError):
+        in_the_way = next((p for p in [path.parent, *path.parent.parents] if p.is_file()), path.parent)
+        raise GptlabError(f"{path}: cannot write there: {in_the_way} is a file, not a folder") from None
     except PermissionError:
         raise GptlabError(f"{path}: cannot write there: no permission to write in {path.parent}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)  # pragma: no mutate (UTF-8 is utf-8)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
@@ -55,7 +55,7 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
 def write_if_changed(path: Path, data: str | bytes) -> bool:
     """Write (atomically) only when the content differs, so a re-render of the same results leaves the checkout
     clean; returns whether it wrote."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    raw = data.encode("utf-8") if isinstance(data, str) else data  # pragma: no mutate (UTF-8 is utf-8)
     try:
         if path.read_bytes() == raw:
             return False

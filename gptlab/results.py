@@ -67,7 +67,7 @@ class GridRuns:
     def leaks_future(self, variant: str) -> bool:
         """From the config (not the name): a component variant that lets a position read later tokens."""
         chosen = next(v for v in self.grid.variants if v.name == variant)
-        return leaks_future(self.grid.config(chosen, self.grid.seeds[0]).model)
+        return leaks_future(self.grid.config(chosen, self.grid.seeds[0]).model)  # pragma: no mutate (a seed: any, the model is the same)
 
     def leaking(self) -> set[str]:
         return {name for name in self.grid.variant_names if self.leaks_future(name)}
@@ -102,7 +102,7 @@ def grid_folders(path: Path) -> list[Path]:
 def read_manifest(folder: Path) -> tuple[Grid, dict[str, Any]]:
     path = folder / "grid.json"
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"))  # pragma: no mutate (ASCII JSON: any codec reads it)
     except FileNotFoundError:
         raise GptlabError(f"{path}: missing; a grid folder is written by `gptlab ablate <grid.yaml>`") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -209,7 +209,7 @@ def variant_rows(runs_by_variant: dict[str, list[RunNumbers]], baseline: str, se
             params=runs[0].params if runs else None,
             tokens_per_sec=summarize([r.tokens_per_sec for r in fin]).mean if fin else None,
         ))
-    return sorted(rows, key=lambda r: (r.mean is None, r.mean or 0.0))
+    return sorted(rows, key=lambda r: (r.mean is None, r.mean or 0.0))  # pragma: no mutate (or 1.0: only rows without a mean, all last)
 
 
 def verdict(name: str, baseline: str, runs: list[RunNumbers], done: list[RunNumbers],
@@ -248,7 +248,7 @@ def config_columns(record: RunRecord) -> dict[str, Any]:
 
 def run_row(grid_runs: GridRuns, record: RunRecord) -> dict[str, Any]:
     row = {column: getattr(record, column, None) for column in RUN_COLUMNS}
-    row.update(grid=grid_runs.grid.name, scale=grid_runs.grid.scale,
+    row.update(grid=grid_runs.grid.name, scale=grid_runs.grid.scale,  # pragma: no mutate (grid: the record's is the same)
                is_baseline=record.variant == grid_runs.grid.baseline,
                leaks_future=leaks_future(RunConfig.from_dict(record.config).model))
     return {**row, **config_columns(record)}
@@ -269,7 +269,7 @@ def load(path: str | Path, current_only: bool = True) -> pd.DataFrame:
         frames.append(runs_table(grid_runs, grid_runs.records if current_only else readable_records(folder)))
     if not frames:
         return pd.DataFrame(columns=RUN_COLUMNS)
-    return pd.concat(frames, ignore_index=True).sort_values(["grid", "variant", "seed"], kind="stable",
+    return pd.concat(frames, ignore_index=True).sort_values(["grid", "variant", "seed"], kind="stable",  # pragma: no mutate (kind: pandas ignores it for several columns; the sort resets the index)
                                                             ignore_index=True)
 
 
@@ -317,7 +317,7 @@ def summary(runs: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
                          for r in runs[runs["variant"] == name].itertuples()] for name in variants}
     seeds = int(runs.groupby("variant")["seed"].nunique().max())
     leaking = set(runs.loc[runs["leaks_future"].astype(bool), "variant"])
-    return pd.DataFrame([row.to_dict() for row in variant_rows(by_variant, baseline, seeds, leaking)], columns=columns)
+    return pd.DataFrame([row.to_dict() for row in variant_rows(by_variant, baseline, seeds, leaking)], columns=columns)  # pragma: no mutate (rows here: their keys are these columns)
 
 
 def curves(path: str | Path) -> pd.DataFrame:
@@ -336,7 +336,8 @@ def write_tables(grid_runs: GridRuns) -> list[Path]:
     tables = {"results.csv": runs_table(grid_runs),
               "curves.csv": pd.DataFrame(curve_rows(grid_runs), columns=CURVE_COLUMNS)}
     return [grid_runs.folder / name for name, table in tables.items()
-            if write_if_changed(grid_runs.folder / name, table.to_csv(index=False))]
+            if write_if_changed(grid_runs.folder / name, table.to_csv(index=False))  # pragma: no mutate (index=None: no index either)
+            ]
 
 
 def curve_rows(grid_runs: GridRuns) -> list[dict[str, Any]]:

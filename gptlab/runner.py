@@ -95,7 +95,7 @@ def plan_jobs(specs: Sequence[RunSpec], group_seeds: bool) -> list[Job]:
     groups: dict[str, list[RunSpec]] = {}
     for spec in specs:
         unseeded = copy.deepcopy(spec.config)
-        unseeded.train.seed = 0
+        unseeded.train.seed = 0  # pragma: no mutate (any one value makes the seeds' keys equal)
         groups.setdefault(f"{spec.variant}\0{unseeded.key()}", []).append(spec)
     jobs = []
     for members in groups.values():
@@ -157,7 +157,7 @@ def looks(spec: RunSpec, corpus: Corpus, result: TrainResult) -> tuple[str, dict
         extra["sample_prompt"] = prompt
         if isinstance(result.model, GPT):
             window = corpus.tokenizer.decode(corpus.val[: spec.config.model.block_size].tolist())
-            weights = attention_map(result.model, corpus.tokenizer, window, layer=0, head=0)
+            weights = attention_map(result.model, corpus.tokenizer, window, layer=0, head=0)  # pragma: no mutate (the defaults)
             extra["attention"] = {"prompt": window, "layer": 0, "head": 0, "weights": weights}
     except Exception as err:  # a sample is decoration: the run's numbers are kept whatever happens here
         return "", {"sample_error": one_line(err)}
@@ -186,7 +186,7 @@ def execute_job(job: Job, emit: OnEvent, text: str | None = None) -> list[RunRec
     cfgs = [copy.deepcopy(spec.config) for spec in job.specs]
     data = cfgs[0].data
     corpus = Corpus.from_text(text, data.train_fraction) if text is not None else cached_corpus(data.path, data.train_fraction)
-    last_sent = [0.0] * len(cfgs)
+    last_sent = [0.0] * len(cfgs)  # pragma: no mutate (the first progress, step 0's evaluation, is always sent)
     for spec, cfg in zip(job.specs, cfgs):
         emit(RunEvent("start", spec.key, label(spec), max_iters=cfg.train.max_iters))
 
@@ -228,9 +228,9 @@ def write_manifest(grid: Grid, grid_dir: Path, device: str, trained: bool) -> bo
     Returns whether it wrote."""
     path = grid_dir / "grid.json"
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = json.loads(path.read_text(encoding="utf-8"))  # pragma: no mutate (ASCII JSON: any codec name reads it)
     except (OSError, ValueError):
-        old = None
+        old = None  # pragma: no mutate ("" is no dict either)
     commit, dirty = git_state()
     provenance = {"gptlab_version": __version__, "git_commit": commit, "git_dirty": dirty,
                   "device": device_name(device), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -240,18 +240,20 @@ def write_manifest(grid: Grid, grid_dir: Path, device: str, trained: bool) -> bo
 
 
 # -- local processes ---------------------------------------------------------------------------------------
+# Not mutated (`no mutate block`): processes, queues and signals, run in spawned workers that mutmut cannot map to
+# a test; test_runner.py and test_hostile.py test them end to end (workers, kill -9, Ctrl-C), seconds a run.
 
 _events: Any = None
 
 
-def _watch_parent(parent: int) -> None:
+def _watch_parent(parent: int) -> None:  # pragma: no mutate block (a worker's)
     """Exit when the parent dies (kill -9 leaves spawned workers orphaned otherwise)."""
     while os.getppid() == parent:
         time.sleep(0.2)
     os._exit(1)
 
 
-def _init_worker(events: Any, threads: int, parent: int, slots: Any) -> None:
+def _init_worker(events: Any, threads: int, parent: int, slots: Any) -> None:  # pragma: no mutate block (a worker's)
     global _events
     _events = events
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
@@ -262,7 +264,7 @@ def _init_worker(events: Any, threads: int, parent: int, slots: Any) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
-def _execute_in_worker(job: Job) -> list[RunRecord]:
+def _execute_in_worker(job: Job) -> list[RunRecord]:  # pragma: no mutate block (a worker's)
     return execute_job(job, _events.put)
 
 
@@ -278,7 +280,7 @@ class LocalProcessExecutor:
         self.jobs = max(1, jobs)
         self.threads = max(1, (cores or available_cores()) // self.jobs)
 
-    def run(self, jobs: Iterable[Job], on_event: OnEvent, on_done: OnDone) -> None:
+    def run(self, jobs: Iterable[Job], on_event: OnEvent, on_done: OnDone) -> None:  # pragma: no mutate block
         queued = iter(jobs)
         first = next(queued, None)
         if first is None:
@@ -311,7 +313,7 @@ class LocalProcessExecutor:
 
     @staticmethod
     def collect(pending: set[Future[list[RunRecord]]], futures: dict[Future[list[RunRecord]], Job], events: Any,
-                on_event: OnEvent, on_done: OnDone) -> set[Future[list[RunRecord]]]:
+                on_event: OnEvent, on_done: OnDone) -> set[Future[list[RunRecord]]]:  # pragma: no mutate block
         """Waits a moment for jobs to end, passes on their events and hands each ended job to ``on_done``."""
         done, still = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
         drain(events, on_event)
@@ -328,7 +330,7 @@ class LocalProcessExecutor:
 def drain(events: Any, on_event: OnEvent) -> None:
     while True:
         try:
-            on_event(events.get_nowait())
+            on_event(events.get_nowait())  # pragma: no mutate (on_event(None) never empties the queue: a hang, a timeout)
         except queue.Empty:
             return
 
@@ -417,7 +419,7 @@ def run_grid(grid: Grid, out: str | Path = "reports", jobs: int = 1, force: bool
     """
     from gptlab.device import resolve_device
 
-    since = datetime.now(timezone.utc).isoformat(timespec="seconds")  # a record newer than this is another's work
+    since = datetime.now(timezone.utc).isoformat(timespec="seconds")  # a record newer than this is another's work  # pragma: no mutate (now(None): local time, UTC here)
     outcome = plan(grid, out, force, group_seeds)
     grid_dir = Path(out) / grid.name
     write_manifest(grid, grid_dir, str(resolve_device(outcome.specs[0].config.train.device)),

@@ -24,7 +24,7 @@ def stream_text(model: LanguageModel, tokenizer: CharTokenizer, prompt: str, tok
     if not 1 <= tokens <= MAX_SAMPLE_TOKENS:
         raise GptlabError(f"tokens = {tokens} is not allowed; must be in 1..{MAX_SAMPLE_TOKENS:,}")
     device = next(model.parameters()).device
-    idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)
+    idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)  # pragma: no mutate (ints are int64 already)
     yield prompt
     for token in model.sample_tokens(idx, tokens, generator=torch.Generator().manual_seed(seed)):
         yield tokenizer.decode([int(token)])

