@@ -5,8 +5,7 @@ import pytest
 
 from gptlab.claims import HOLDS, OPEN, Claim, evaluate, parse_claims
 from gptlab.errors import GptlabError
-
-VARIANTS = ["base", "worse", "better", "same", "noisy"]
+from tests.test_claims import LOSSES, VARIANTS
 
 
 def error(key_path, message):
@@ -70,15 +69,6 @@ def test_each_bad_claim_has_its_exact_message(raw, message):
 
 
 # -- what a claim says and writes ------------------------------------------------------------------------------
-
-LOSSES = {
-    "base": [2.00, 2.01, 2.02, 2.01, 2.00],
-    "worse": [2.60, 2.61, 2.59, 2.60, 2.62],
-    "better": [1.80, 1.81, 1.79, 1.80, 1.82],
-    "same": [2.005, 2.015, 2.010, 2.012, 2.003],
-    "noisy": [1.9, 2.2, 2.0, 2.1, 2.05],
-}
-
 
 def claims(*raw):
     return parse_claims(list(raw), VARIANTS, error)

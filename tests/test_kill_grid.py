@@ -20,6 +20,13 @@ def write(tmp_path, text, name="g.yaml"):
     return path
 
 
+def refused_with(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(GptlabError) as exc:
+        load_grid(path)
+    assert str(exc.value) == f"{path}: {message}"
+
+
 @pytest.mark.parametrize("text, message", [
     ("- a\n- b\n", f"must be a mapping of grid keys ({KEYS})"),
     (BASE + "grids: {train.lr: [1]}\n", f"grids: unknown grid key; allowed: {KEYS}"),
@@ -58,10 +65,7 @@ def write(tmp_path, text, name="g.yaml"):
      "claims[0].variant: 'nope' matches no variant; choose one of: lr=0.1"),
 ])
 def test_each_bad_grid_file_has_its_exact_message(tmp_path, text, message):
-    path = write(tmp_path, text)
-    with pytest.raises(GptlabError) as exc:
-        load_grid(path)
-    assert str(exc.value) == f"{path}: {message}"
+    refused_with(tmp_path, text, message)
 
 
 @pytest.mark.parametrize("scales, message", [
@@ -231,10 +235,7 @@ def test_a_grid_whose_variants_collapse_into_one_config_is_refused(tmp_path):
      "baseline.model.nrm: unknown config key 'model.nrm' (did you mean 'model.norm'?)"),
 ])
 def test_more_bad_grid_files_and_their_exact_messages(tmp_path, text, message):
-    path = write(tmp_path, text)
-    with pytest.raises(GptlabError) as exc:
-        load_grid(path)
-    assert str(exc.value) == f"{path}: {message}"
+    refused_with(tmp_path, text, message)
 
 
 def test_an_alias_of_a_scalar_and_seed_0_are_fine(tmp_path):
