@@ -52,3 +52,13 @@ def test_an_unchanged_file_is_not_written_again(tmp_path):
     assert path.stat().st_mtime_ns == before
     assert write_if_changed(path, b"a,c\n") and path.read_bytes() == b"a,c\n"
     assert write_if_changed(path, "é") and path.read_bytes() == "é".encode()
+
+
+def test_a_folder_error_with_no_file_in_the_way_names_the_folder(tmp_path, monkeypatch):
+    def vanished(*args, **kw):  # e.g. the file in the way was removed before it could be named
+        raise NotADirectoryError(20, "Not a directory")
+
+    monkeypatch.setattr(tempfile, "mkstemp", vanished)
+    with pytest.raises(GptlabError) as exc:
+        write_atomic(tmp_path / "r.json", "data")
+    assert str(exc.value) == f"{tmp_path / 'r.json'}: cannot write there: {tmp_path} is a file, not a folder"
