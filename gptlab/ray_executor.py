@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from itertools import chain
 from typing import Any, Iterable
 
 from gptlab.data import read_text
 from gptlab.errors import GptlabError, one_line
 from gptlab.record import RunRecord
-from gptlab.runner import Job, OnDone, OnEvent, RunEvent, execute_job
+from gptlab.runner import Job, OnDone, OnEvent, RunEvent, drawn, execute_job
 
 INSTALL_HINT = "--executor ray needs Ray: pip install 'gptlab[ray]'"
 POLL_S = 0.1  # how often the driver looks for finished tasks and new progress events
@@ -94,9 +93,8 @@ class RayExecutor:
 
     def run(self, jobs: Iterable[Job], on_event: OnEvent, on_done: OnDone) -> None:
         """Submits every job at once (Ray queues them on the cluster), so each is claimed as it is submitted."""
-        queued = iter(jobs)
-        first = next(queued, None)
-        if first is None:
+        queued = drawn(jobs)
+        if queued is None:
             return
         require_ray()
         import ray
@@ -109,7 +107,7 @@ class RayExecutor:
                 where = f"--address = {self.address}" if self.address else "a local Ray instance"
                 raise GptlabError(f"{where}: {one_line(err)}") from None
         try:
-            self.run_tasks(ray, chain([first], queued), on_event, on_done)
+            self.run_tasks(ray, queued, on_event, on_done)
         finally:
             if ours:
                 ray.shutdown()  # stops the local instance it started; from a cluster it only disconnects

@@ -23,8 +23,8 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from itertools import chain
 from datetime import datetime, timezone
+from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
@@ -81,6 +81,14 @@ class Executor(Protocol):
     start it, and runs that another process claimed first are not in it."""
 
     def run(self, jobs: Iterable[Job], on_event: OnEvent, on_done: OnDone) -> None: ...
+
+
+def drawn(jobs: Iterable[Job]) -> Iterator[Job] | None:
+    """The jobs as one iterator, or None when there are none; the first is drawn (and so claimed) here, for an
+    executor to start nothing for an empty grid."""
+    queued = iter(jobs)
+    first = next(queued, None)
+    return None if first is None else chain([first], queued)
 
 
 def label(spec: RunSpec) -> str:
@@ -281,9 +289,8 @@ class LocalProcessExecutor:
         self.threads = max(1, (cores or available_cores()) // self.jobs)
 
     def run(self, jobs: Iterable[Job], on_event: OnEvent, on_done: OnDone) -> None:  # pragma: no mutate block
-        queued = iter(jobs)
-        first = next(queued, None)
-        if first is None:
+        queued = drawn(jobs)
+        if queued is None:
             return
         context = multiprocessing.get_context("spawn")
         events, slots = context.Queue(), context.Queue()
@@ -295,7 +302,7 @@ class LocalProcessExecutor:
         pending: set[Future[list[RunRecord]]] = set()
         try:
             # a job is drawn, and so claimed, only when a worker is free to start it
-            for job in chain([first], queued):
+            for job in queued:
                 while len(pending) >= self.jobs:
                     pending = self.collect(pending, futures, events, on_event, on_done)
                 future = pool.submit(_execute_in_worker, job)
@@ -419,7 +426,8 @@ def run_grid(grid: Grid, out: str | Path = "reports", jobs: int = 1, force: bool
     """
     from gptlab.device import resolve_device
 
-    since = datetime.now(timezone.utc).isoformat(timespec="seconds")  # a record newer than this is another's work  # pragma: no mutate (now(None): local time, UTC here)
+    # a record created after this moment is another process's work (claim skips it)
+    since = datetime.now(timezone.utc).isoformat(timespec="seconds")  # pragma: no mutate (now(None): local time, UTC here)
     outcome = plan(grid, out, force, group_seeds)
     grid_dir = Path(out) / grid.name
     write_manifest(grid, grid_dir, str(resolve_device(outcome.specs[0].config.train.device)),

@@ -24,8 +24,8 @@ from gptlab.locks import HEARTBEAT_S, STALE_S, Locks, describe, lock_path, pid_a
 from gptlab.model import build_model
 from gptlab.record import SAMPLE_SEED, SAMPLE_TOKENS, RunRecord, load_record, save_record
 from gptlab.runner import (Driver, GridOutcome, Job, LocalProcessExecutor, RunEvent, available_cores, build_record,
-                           claim, default_grouping, device_name, drain, execute_job, git_state, looks, plan, plan_jobs,
-                           run_grid, write_manifest)
+                           claim, default_grouping, device_name, drain, drawn, execute_job, git_state, looks, plan,
+                           plan_jobs, run_grid, write_manifest)
 from gptlab.sampling import attention_map, generate_text
 from gptlab.train import TrainResult
 from tests.conftest import DATA
@@ -189,6 +189,20 @@ def test_a_group_with_held_seeds_trains_the_rest_and_says_so(tmp_path):
     assert not (runs_dir / f"{specs[1].key}.lock").exists() and (runs_dir / f"{specs[0].key}.lock").exists()
     free = GridOutcome(specs, specs, plan_jobs(specs, group_seeds=True))
     assert [j.note for j in claim(free.jobs[:1], Locks(tmp_path / "free"), free, None)] == ["group of 3 seeds"]
+
+
+def test_drawn_is_none_for_no_jobs_and_takes_only_the_first_ahead():
+    assert drawn([]) is None and drawn(iter([])) is None
+    taken = []
+
+    def jobs():
+        for name in ("a", "b", "c"):
+            taken.append(name)
+            yield name
+
+    queued = drawn(jobs())
+    assert taken == ["a"]  # an executor starting nothing yet has claimed only the first job
+    assert list(queued) == ["a", "b", "c"] and taken == ["a", "b", "c"]
 
 
 def test_a_job_is_claimed_only_when_it_is_drawn(tmp_path):
