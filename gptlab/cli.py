@@ -6,6 +6,7 @@
   gptlab list                      presets and every component to swap
   gptlab ablate residuals          run a grid: ablations/residuals.yaml
   gptlab report                    render the reports under reports/
+  gptlab check my_gpt.py           check your own model for the bugs a learner writes
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich
 
 SetOption = typer.Option(None, "--set", help="Override a config field, e.g. --set model.n_layer=4 (repeatable).")
 DeviceOption = typer.Option(None, "--device", help="auto (CUDA when present), cpu or cuda.")
+PluginOption = typer.Option(None, "--plugin", help="A .py file that registers variants (repeatable); all of it runs, "
+                                                   "like an import.")
 SLOW_RUN_S = 120  # warn before a CPU run estimated to take longer than this
 UTILISATION = 0.2  # of the matmul peak, for the estimate (the `full` preset's evaluations reach less)
 
@@ -44,6 +47,13 @@ def guarded(fn: Callable[[], None]) -> None:
         fn()
     except GptlabError as err:
         fail(err)
+
+
+def load_plugins(paths: list[Path] | None) -> list[tuple[str, str]]:
+    """Load each ``--plugin`` file; the (field, name) of every variant they register."""
+    from gptlab.learner import load_plugin
+
+    return [entry for path in paths or [] for entry in load_plugin(path)]
 
 
 def show_version(value: bool) -> None:
@@ -91,10 +101,13 @@ def train(
     data: Optional[Path] = typer.Option(None, "--data", help="Any UTF-8 text file (default: tiny Shakespeare)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: out/<preset>)."),
     sample_tokens: int = typer.Option(300, "--sample-tokens", help="Characters to sample at the end (0: none)."),
+    plugins: Optional[list[Path]] = PluginOption,
 ) -> None:
-    """Train a preset; writes a checkpoint, the loss curve and a summary, prints a sample."""
+    """Train a preset (model.arch=PATH.py trains your own model file); writes a checkpoint, the loss curve and a
+    summary, prints a sample."""
 
     def run() -> None:
+        load_plugins(plugins)
         from gptlab import session as training
         from gptlab.device import resolve_device
         from gptlab.display import progress_bar
@@ -165,10 +178,16 @@ def sample(
 
 
 @app.command("list")
-def list_components() -> None:
+def list_components(plugins: Optional[list[Path]] = PluginOption) -> None:
     """Presets and every component registry with its choices and insight."""
     from gptlab.files import PROJECT_ROOT
     from gptlab.registry import declared
+
+    added: list[tuple[str, str]] = []
+    try:
+        added = load_plugins(plugins)
+    except GptlabError as err:
+        fail(err)
 
     width = console.width
     console.print(rows_table("presets (gptlab train --preset NAME)", ["preset", "what"],
@@ -177,9 +196,70 @@ def list_components() -> None:
     for registry in declared(PROJECT_ROOT / "gptlab" / "components"):
         rows.append([registry.field, "", registry.insight])
         rows += [["", name, insight] for name, insight in registry.entries]
+        rows += [["", f"{name} (plugin)", plugin_insight(registry.field, name)]
+                 for field, name in added if f"model.{field}" == registry.field]
     rows.append(["model.n_head", "1..n_embd", "several smaller heads vs one big one (must divide n_embd)"])
     console.print(rows_table("components (--set model.FIELD=CHOICE, or model.FIELD in a grid)",
                              ["field", "choice", "insight"], rows, width, wraps=lambda h: h == "insight"))
+
+
+def plugin_insight(field: str, name: str) -> str:
+    from gptlab.components import REGISTRIES
+
+    return REGISTRIES[field.removeprefix("model.")].get(name).insight
+
+
+@app.command()
+def check(
+    file: Path = typer.Argument(..., help="Your model's .py file (the lecture's gpt.py works as it is), or a plugin."),
+    model: Optional[str] = typer.Option(None, "--model", help="The class to check, when the file has several."),
+    preset_name: str = typer.Option("lecture", "--preset", help=f"The size to build it at: {', '.join(PRESETS)}."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this check (repeatable)."),
+    fmt: str = typer.Option("table", "--format", help="table, or json for a grader."),
+    plugins: Optional[list[Path]] = PluginOption,
+) -> None:
+    """Check a model file by property (causal, batch-independent, positions, ...): each failure names the idea it
+    breaks. Runs the file's imports, constants, functions and classes only, never its script. Exit 0: every check
+    passes; 1: one fails; 2: the file cannot be used."""
+    from gptlab.check import check_file, exit_code
+
+    def run() -> None:
+        if fmt not in ("table", "json"):
+            raise choice_error("--format", fmt, ["table", "json"])
+        if preset_name not in PRESETS:
+            raise choice_error("--preset", preset_name, list(PRESETS))
+        load_plugins(plugins)
+        kind, rows = check_file(str(file), model, preset_name, only)
+        if fmt == "json":
+            typer.echo(json.dumps({"file": str(file), "kind": kind, "preset": preset_name,
+                                   "passed": exit_code(rows) == 0, "checks": [r.to_dict() for r in rows]}, indent=2))
+        else:
+            show_checks(str(file), kind, preset_name, rows)
+        raise typer.Exit(exit_code(rows))
+
+    guarded(run)
+
+
+def show_checks(file: str, kind: str, preset_name: str, rows: list) -> None:
+    from gptlab.display import check_rows
+
+    width = console.width
+    title = f"gptlab check {file} ({'plugin: each variant it registers' if kind == 'plugin' else 'model'}, " \
+            f"{preset_name} size)"
+    console.print(check_rows(title, rows, width))
+    failures = [r for r in rows if r.status == "fail"]
+    for row in failures:
+        console.print(f"[bold red]{row.check}[/] {row.variant} broken: {row.idea}", highlight=False)
+        console.print(f"  evidence: {row.evidence}", highlight=False, markup=False)
+        if row.bugs:
+            same = "; ".join(f"{b['id']} (val {b['val_loss']})" for b in row.bugs)
+            console.print(f"  the same symptom in gptlab's catalogue (lecture preset, 1000 steps, unmodified "
+                          f"val 2.248): {same}; see {row.bugs[0]['docs'].partition('#')[0]}", highlight=False,
+                          markup=False)
+    passed = sum(r.status == "pass" for r in rows)
+    skipped = sum(r.status == "skipped" for r in rows)
+    console.print(f"{passed} passed, {len(failures)} failed, {skipped} skipped in "
+                  f"{sum(r.seconds for r in rows):.1f} s", highlight=False)
 
 
 @app.command()

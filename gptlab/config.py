@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from gptlab.errors import GptlabError, choice_error, did_you_mean, short
+from gptlab.learner import file_path, fingerprint, is_model_file
 
 DEFAULT_DATA = "data/tinyshakespeare.txt"
 ARCHS = ["gpt", "bigram"]
@@ -100,7 +101,10 @@ class RunConfig:
     def key(self) -> str:
         """A hash of the fields that differ from their defaults: the same config gives the same key, any change
         a new one, and a field added to gptlab later (with a default) leaves every existing key valid."""
-        blob = json.dumps(self.changed(), sort_keys=True)
+        changed = self.changed()
+        if is_model_file(self.model.arch):  # a learner's file: its content and class, wherever it lies
+            changed["model.arch"] = fingerprint(self.model.arch)
+        blob = json.dumps(changed, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -258,8 +262,11 @@ def validate(cfg: RunConfig) -> RunConfig:
     from gptlab.components import REGISTRIES
 
     m, t, d = cfg.model, cfg.train, cfg.data
-    if m.arch not in ARCHS:
-        raise choice_error("model.arch", m.arch, ARCHS)
+    if is_model_file(m.arch):
+        file_path(m.arch)  # a learner's own model: the file must be there
+    elif m.arch not in ARCHS:
+        raise GptlabError(f"model.arch = {short(m.arch)} is not allowed{did_you_mean(m.arch, ARCHS)}; choose one of: "
+                          f"{', '.join(ARCHS)}, or a file of your own model, PATH.py or PATH.py:CLASS")
     if m.init not in INITS:
         raise choice_error("model.init", m.init, INITS)
     for name, registry in REGISTRIES.items():

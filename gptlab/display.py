@@ -201,3 +201,12 @@ def rows_table(title: str, headers: list[str], rows: list[list[str]], width: int
     columns = [Column(h, [r[i] for r in rows], drop=(drops or {}).get(h, 0), right=False, wraps=wraps(h))
                for i, h in enumerate(headers)]
     return fitted_table(columns, width, title=title)
+
+
+def check_rows(title: str, rows: list[Any], width: int) -> Table:
+    """``gptlab check``'s table: one row per check (per variant, for a plugin), its result, time and evidence."""
+    with_variant = any(row.variant for row in rows)
+    headers = (["variant"] if with_variant else []) + ["check", "result", "time", "evidence"]
+    body = [([row.variant] if with_variant else []) + [row.check, row.status, f"{row.seconds:.1f} s", row.evidence]
+            for row in rows]
+    return rows_table(title, headers, body, width, wraps=lambda h: h == "evidence")

@@ -21,9 +21,10 @@ from gptlab.config import (ARCHS, DEVICES, LR_SCHEDULES, NANOGPT_RECIPE, PRESETS
                            set_field, validate)
 from gptlab.files import PROJECT_ROOT
 from gptlab.errors import GptlabError, choice_error, key_text, short
+from gptlab.learner import file_path, is_model_file, load_plugin, resolve_arch
 
 GRID_KEYS = ["name", "title", "insight", "preset", "set", "grid", "variants", "seeds", "baseline", "metric",
-             "claims", "scales"]
+             "claims", "scales", "plugins"]
 SCALE_KEYS = ["preset", "set", "grid", "seeds", "claims", "insight", "baseline", "title"]
 VARIANT_KEYS = ["name", "preset", "set"]
 METRICS = ["val_loss"]
@@ -76,6 +77,7 @@ class Grid:
     scale: str = DEFAULT_SCALE
     scales: list[str] = field(default_factory=lambda: [DEFAULT_SCALE])  # every scale the file declares
     claims: list[Claim] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)  # files that register variants, loaded with the grid
 
     def config(self, variant: Variant, seed: int) -> RunConfig:
         """The variant's preset, then the grid's ``set``, then the variant's own overrides, then the seed."""
@@ -102,7 +104,7 @@ class Grid:
             "set": self.set, "seeds": self.seeds, "baseline": self.baseline, "metric": self.metric,
             "source": self.source, "scale": self.scale, "scales": self.scales,
             "variants": [{"name": v.name, "preset": v.preset, "overrides": v.overrides} for v in self.variants],
-            "claims": [c.to_dict() for c in self.claims],
+            "claims": [c.to_dict() for c in self.claims], **({"plugins": self.plugins} if self.plugins else {}),
         }
 
     @classmethod
@@ -117,6 +119,7 @@ class Grid:
         variants_raw = raw["variants"]
         if not isinstance(variants_raw, list) or not variants_raw:
             raise source.error("variants", "must be a non-empty list")
+        plugins = source.plugins(raw.get("plugins"))
         base_preset = source.preset_name(raw["preset"], "preset")
         variants = source.named([{"name": v.get("name"), "preset": v.get("preset", base_preset),
                                   "set": v.get("overrides")} if isinstance(v, dict) else v for v in variants_raw],
@@ -136,7 +139,7 @@ class Grid:
             set=source.overrides(raw.get("set"), "set"), variants=variants, seeds=source.seeds(raw["seeds"]),
             baseline=baseline, metric=source.metric(raw.get("metric")), source=str(raw.get("source", "")),
             scale=source.text(raw.get("scale", DEFAULT_SCALE), "scale"), scales=scales,
-            claims=parse_claims(raw.get("claims"), names, source.error),
+            claims=parse_claims(raw.get("claims"), names, source.error), plugins=plugins,
         )
 
 
@@ -191,8 +194,9 @@ def is_flat(node: Any) -> bool:
 class GridSource:
     """Checks the parts of a grid description; ``error(key_path, message)`` prefixes where it comes from."""
 
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, base: Path | None = None) -> None:
         self.where = where
+        self.base = base or Path.cwd()  # a learner's model file (model.arch) is found relative to it first
 
     def error(self, key_path: str, message: str) -> GptlabError:
         return GptlabError(f"{self.where}: {key_path}: {message}" if key_path else f"{self.where}: {message}")
@@ -244,7 +248,10 @@ class GridSource:
             typed = getattr(getattr(probe, section), name)
             if section == "model" and name in REGISTRIES:
                 REGISTRIES[name].get(typed)
-            if key in CHOICES and typed not in CHOICES[key]:
+            if key == "model.arch" and is_model_file(typed):
+                typed = resolve_arch(typed, self.base)
+                file_path(typed)
+            elif key in CHOICES and typed not in CHOICES[key]:
                 raise choice_error(key, typed, CHOICES[key])
         except GptlabError as err:
             raise self.error(key_path, str(err)) from None
@@ -294,6 +301,20 @@ class GridSource:
             chosen = self.preset_name(item.get("preset", base_preset), f"{where}.preset")
             variants.append(Variant(name, chosen, self.overrides(item.get("set"), f"{where}.set")))
         return variants
+
+    def plugins(self, raw: Any) -> list[str]:
+        """Load each plugin file (relative to the grid file's folder) before the axes name its variants."""
+        if raw is None:
+            return []
+        if not isinstance(raw, list) or not all(isinstance(p, str) and p.strip() for p in raw):
+            raise self.error("plugins", f"{short(raw)} is not allowed; expected a list of .py files")
+        paths = [str(self.base / p) if (self.base / p).is_file() else p for p in raw]
+        for i, plugin in enumerate(paths):
+            try:
+                load_plugin(plugin)
+            except GptlabError as err:
+                raise self.error(f"plugins[{i}]", str(err)) from None
+        return paths
 
     def seeds(self, raw: Any, count: int | None = None) -> list[int]:
         seeds = DEFAULT_SEEDS if raw is None else raw
@@ -408,8 +429,9 @@ def load_grid(path: str | Path, cli_set: dict[str, Any] | None = None, device: s
     """Parse and check a grid file (or a shipped grid's name) at a scale; ``cli_set`` (from ``--set``) and
     ``device`` override it for every run. Checks names and values only: ``check_grid`` builds every variant."""
     path = grid_path(path)
-    source = GridSource(str(path))
+    source = GridSource(str(path), path.parent)
     raw, scale_name, scale_names = at_scale(read_yaml(path), scale, source)
+    plugins = source.plugins(raw.get("plugins"))
     name = source.folder_name(raw.get("name"))
     base_preset = source.preset_name(raw.get("preset", "lecture"), "preset")
     command_line = source.overrides(cli_set, "--set")
@@ -442,6 +464,7 @@ def load_grid(path: str | Path, cli_set: dict[str, Any] | None = None, device: s
         scale=scale_name,
         scales=scale_names,
         claims=parse_claims(raw.get("claims"), names, source.error),
+        plugins=plugins,
     )
 
 

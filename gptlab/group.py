@@ -23,6 +23,7 @@ from gptlab.config import ModelConfig, RunConfig, validate
 from gptlab.data import Corpus
 from gptlab.device import configure, cpu_threads, resolve_device, threads_for
 from gptlab.flops import flops_per_token
+from gptlab.learner import is_model_file
 from gptlab.model import LanguageModel, build_model
 from gptlab.train import Progress, TrainResult, fit, param_groups
 
@@ -31,6 +32,8 @@ def solo_reason(cfg: RunConfig) -> str | None:
     """Why a run of ``cfg`` cannot train in a group (None: it can)."""
     if cfg.train.compile:
         return "train.compile: a compiled model trains alone"
+    if is_model_file(cfg.model.arch):
+        return "model.arch: a learner's own model trains alone"
     return None
 
 

@@ -15,7 +15,9 @@ from torch import nn
 from gptlab.components import MASK, NORM, PROJECTIONS, QK, REGISTRIES, RESIDUAL, VALUES
 from gptlab.config import ModelConfig
 from gptlab.errors import GptlabError, one_line
+from gptlab import properties
 from gptlab.gpt import init_weights
+from gptlab.learner import build_module, is_model_file, split_arch
 
 
 class LanguageModel(nn.Module):
@@ -158,7 +160,33 @@ class GPT(LanguageModel):
         return self.lm_head(self.norm_f(self.blocks(self.embed(idx))))
 
 
+class LearnerModel(LanguageModel):
+    """A learner's own model (``model.arch = PATH.py``, read by ``gptlab.learner``) as the harness trains it:
+    their forward and their loss, the logits seen as (B, T, V). Their file's ``device`` follows the input's."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.block_size = cfg.block_size
+        self.net = build_module(cfg)
+        self.file_globals = type(self.net).forward.__globals__  # the learner's module: `device` lives there
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if "device" in self.file_globals:
+            self.file_globals["device"] = idx.device  # their torch.arange(T, device=device) follows the input
+        # gptlab's batches are views of the text; a learner's .view(B*T) wants them contiguous, as get_batch makes them
+        logits, loss = properties.forward(self.net, idx.contiguous(),
+                                          None if targets is None else targets.contiguous())
+        if targets is not None and not isinstance(loss, torch.Tensor):
+            raise GptlabError(f"model.arch: {type(self.net).__name__}.forward(idx, targets) returned no loss")
+        return logits.reshape(idx.size(0), idx.size(1), -1), loss
+
+    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+        return self(idx)[0]
+
+
 def build_model(cfg: ModelConfig) -> LanguageModel:
+    if is_model_file(cfg.arch):
+        return LearnerModel(cfg)
     return Bigram(cfg) if cfg.arch == "bigram" else GPT(cfg)
 
 
@@ -166,6 +194,8 @@ def check_model(cfg: ModelConfig) -> int:
     """Build the model on the meta device (no memory, no time) and run a forward and backward pass of one
     full-length window through it: a variant that breaks the builder contract or fails in ``forward`` is a
     one-line error before anything trains. Returns the parameter count."""
+    if is_model_file(cfg.arch):
+        return check_learner_model(cfg)
     with torch.device("meta"):
         model = build_model(cfg)  # a registry's failing builder raises its own one-line GptlabError
         idx = torch.zeros(1, cfg.block_size, dtype=torch.long)  # pragma: no mutate (any batch size checks the same)
@@ -175,6 +205,24 @@ def check_model(cfg: ModelConfig) -> int:
             loss.backward()
         except Exception as err:  # any failure of a variant's forward: name it in one line
             raise GptlabError(f"model ({describe(cfg)}): the forward pass fails: {one_line(err)}") from err
+    return model.num_params()
+
+
+def check_learner_model(cfg: ModelConfig) -> int:
+    """A learner's model is built for real (its code may not run on the meta device) and must be causal: one
+    that reads the future is refused before it trains, pointing to ``gptlab check``."""
+    import dataclasses
+
+    subject = properties.Subject(lambda p: build_model(dataclasses.replace(cfg, dropout=p)), cfg.vocab_size,
+                                 cfg.block_size, cfg.dropout)
+    model = subject.fresh()
+    try:
+        outcome = properties.causal(subject)
+    except Exception as err:  # the learner's forward fails: name it in one line
+        raise GptlabError(f"model.arch = {cfg.arch!r}: the forward pass fails: {one_line(err)}") from err
+    if not outcome.passed:
+        raise GptlabError(f"model.arch = {cfg.arch!r} reads the future ({outcome.evidence}); "
+                          f"run `gptlab check {split_arch(cfg.arch)[0]}` for what to fix")
     return model.num_params()
 
 

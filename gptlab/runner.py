@@ -36,6 +36,7 @@ from gptlab.errors import one_line
 from gptlab.files import PROJECT_ROOT, write_if_changed
 from gptlab.grid import Grid, RunSpec
 from gptlab.group import solo_reason, train_group
+from gptlab.learner import load_plugins_from_env
 from gptlab.locks import Locks, describe, lock_path
 from gptlab.record import SAMPLE_SEED, SAMPLE_TOKENS, RecordError, RunRecord, load_record, save_record
 from gptlab.model import GPT
@@ -270,6 +271,7 @@ def _init_worker(events: Any, threads: int, parent: int, slots: Any) -> None:  #
     if torch.cuda.is_available() and torch.cuda.device_count() > 1:
         torch.cuda.set_device(slot % torch.cuda.device_count())
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    load_plugins_from_env()  # the variants the parent's plugins registered
 
 
 def _execute_in_worker(job: Job) -> list[RunRecord]:  # pragma: no mutate block (a worker's)

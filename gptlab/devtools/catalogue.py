@@ -85,6 +85,8 @@ MODEL = "gptlab/model.py"
 READING = "gptlab/gpt.py"
 READING_TEST = "tests/test_gpt_reading.py::test_same_weights_same_logits_and_loss[lecture]"
 FUSED = ("model.fused=true",)
+PROPERTIES = "gptlab/properties.py"
+CHECK_TEST = "tests/test_check.py::"
 COSINE = ("train.lr_schedule=cosine", "train.warmup_iters=100")
 
 CATALOGUE: tuple[Bug, ...] = (
@@ -248,8 +250,8 @@ CATALOGUE: tuple[Bug, ...] = (
         L + "test_an_infinite_training_loss_is_divergence_at_its_step"),
     # -- harness --------------------------------------------------------------------------------------------
     Bug("key-hashes-the-model-only", "harness", "the run key hashes the model section only: lr or seed runs collide",
-        "gptlab/config.py", "blob = json.dumps(self.changed(), sort_keys=True)",
-        'blob = json.dumps({k: v for k, v in self.changed().items() if k.startswith("model.")}, sort_keys=True)',
+        "gptlab/config.py", "blob = json.dumps(changed, sort_keys=True)",
+        'blob = json.dumps({k: v for k, v in changed.items() if k.startswith("model.")}, sort_keys=True)',
         "tests/test_config.py::test_key_is_stable_and_changes_with_any_field"),
     Bug("force-ignored", "harness", "--force reruns nothing: finished runs are always skipped",
         "gptlab/runner.py", "return list(specs) if force else [s for s in specs if not is_finished(runs_dir, s)]",
@@ -294,6 +296,29 @@ CATALOGUE: tuple[Bug, ...] = (
         'sign = 1.0 if claim.kind == "better" else -1.0',
         "tests/test_claims.py::test_directional_claims_hold_or_are_contradicted"),
     # -- the one-file reading (gptlab/gpt.py) ---------------------------------------------------------------
+    # -- the checks of a learner's model (gptlab/properties.py): a check with a bug passes bugs or fails good models
+    Bug("causal-check-perturbs-itself", "checks",
+        "the causality check changes the token just before the positions it compares, not the one after them",
+        PROPERTIES, "changed[:, later] = (changed[:, later] + 1) % V",
+        "changed[:, later - 1] = (changed[:, later - 1] + 1) % V",
+        CHECK_TEST + "test_the_example_file_passes_every_check_and_its_script_never_runs"),
+    Bug("causal-check-never-cuts", "checks",
+        "the causality check only changes later tokens, never cuts them off: positions that depend on T pass",
+        PROPERTIES, "cut = largest_change(logits_of(model, idx[:, :later]), full[:, :later])", "cut = 0.0",
+        CHECK_TEST + "test_each_planted_bug_fails_its_check[positions-reversed]"),
+    Bug("batch-check-eval-only", "checks",
+        "batch independence is checked in eval mode only: statistics over the batch in training pass",
+        PROPERTIES, 'for mode in ("eval", "train"):', 'for mode in ("eval",):',
+        CHECK_TEST + "test_each_planted_bug_fails_its_check[batchnorm-over-the-batch]"),
+    Bug("eval-check-at-the-files-dropout", "checks",
+        "eval determinism is checked at the file's own dropout: at dropout 0 dropout left on in eval passes",
+        PROPERTIES, "p = subject.dropout if subject.dropout > 0 else EVAL_DROPOUT", "p = subject.dropout",
+        CHECK_TEST + "test_each_planted_bug_fails_its_check[dropout-on-in-eval]"),
+    Bug("positions-check-same-order", "checks",
+        "the positions check compares the first position with itself: every model that reads context fails it",
+        PROPERTIES, "logits[:, 1:], logits[:, :1].expand_as(logits[:, 1:])",
+        "logits[:, :1], logits[:, :1].expand_as(logits[:, :1])",
+        CHECK_TEST + "test_the_example_file_passes_every_check_and_its_script_never_runs"),
     Bug("reading-softmax-over-queries", "reading", "gpt.py: attention softmax over dim=-2",
         READING, "F.softmax(scores, dim=-1)", "F.softmax(scores, dim=-2)", READING_TEST),
     Bug("reading-scale-dropped", "reading", "gpt.py: scores not scaled by 1/sqrt(head_size)",
@@ -304,6 +329,31 @@ CATALOGUE: tuple[Bug, ...] = (
     Bug("reading-heads-concat", "reading", "gpt.py: heads joined with reshape(B, T, C) without transposing back",
         READING, "y = y.transpose(1, 2).reshape(B, T, C)", "y = y.reshape(B, T, C)", READING_TEST),
 )
+
+# The model bugs above by the property of gptlab/properties.py (the check of `gptlab check`) that shows their
+# symptom in any model, with the val loss each gave in docs/mutations.md's measurement (lecture preset, 1000
+# steps, seed 1337; unmodified: 2.248).
+PROPERTY_OF: dict[str, tuple[str, str]] = {
+    "mask-removed": ("causal", "0.313"),
+    "mask-off-by-one": ("causal", "0.312"),
+    "rows-mask-off-by-one": ("causal", "0.313"),
+    "softmax-over-queries": ("causal", "0.470"),
+    "fused-not-causal": ("causal", "0.312"),
+    "heads-view-without-transpose": ("causal", "0.355"),
+    "heads-concat-without-transpose": ("causal", "0.402"),
+    "rmsnorm-over-time": ("causal", "0.580"),
+    "fused-dropout-in-eval": ("eval-deterministic", "2.365"),
+    "values-skipped": ("gradients", "2.285"),
+    "norm-skipped-before-attention": ("gradients", "2.344"),
+    "final-norm-forgotten": ("gradients", "2.473"),
+    "attention-projection-skipped": ("gradients", "2.273"),
+    "no-position-embedding": ("positions", "2.294"),
+    "softmax-before-cross-entropy": ("learns", "3.941"),
+    "init-std-one": ("init-loss", "3.310"),
+    "residual-dropped": ("trains", "3.314"),
+    "ffn-without-nonlinearity": ("trains", "2.322"),
+    "crop-keeps-the-start": ("generate", "2.248"),
+}
 
 
 # -- patching a copy ------------------------------------------------------------------------------------------
