@@ -14,6 +14,7 @@ variant it registers is built into gptlab's model and put through the same prope
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import statistics
 import time
@@ -24,7 +25,7 @@ from typing import Any, Callable
 from torch import nn
 
 from gptlab import properties
-from gptlab.config import RunConfig, apply_overrides, preset
+from gptlab.config import ModelConfig, RunConfig, apply_overrides, preset
 from gptlab.data import Corpus
 from gptlab.errors import GptlabError, one_line
 from gptlab.learner import (TimeLimit, file_path, load_plugin, registers_variants, time_limit)
@@ -55,7 +56,7 @@ class Check:
     seconds: float  # the time limit
 
 
-def trains(target: Target, steps: int = TRAINS_STEPS) -> Outcome:
+def trains(target: Target) -> Outcome:
     """A short run on Tiny Shakespeare lands within TRAINS_TOLERANCE of gptlab's reference of the same size (GPT,
     or the bigram for a model that reads no context), same steps, same batches; seed pairs are added until the
     95% interval of the mean difference is narrower than the tolerance, up to len(TRAINS_SEEDS) pairs."""
@@ -63,7 +64,8 @@ def trains(target: Target, steps: int = TRAINS_STEPS) -> Outcome:
 
     assert target.corpus is not None
     reference = "gpt" if target.reads_context else "bigram"
-    short = {"train.max_iters": steps, "train.eval_interval": steps, "train.eval_windows": TRAINS_WINDOWS}
+    steps = TRAINS_STEPS
+    short: dict[str, Any] = {"train.max_iters": steps, "train.eval_interval": steps, "train.eval_windows": TRAINS_WINDOWS}
     if not target.reads_context:  # a bigram trains at the bigram preset's learning rate
         short["train.lr"] = preset("bigram").train.lr
     theirs = apply_overrides(target.cfg, short)
@@ -190,11 +192,24 @@ def check_model_file(path: str, model: str | None = None, preset_name: str = "le
     cfg = sized_config(arch, preset_name, corpus)
     with time_limit(60):
         build_model(cfg.model)  # a file that cannot be read, sized or built: one line, exit 2
-    subject = Subject(lambda p: build_model(dataclasses.replace(cfg.model, dropout=p)).net, cfg.model.vocab_size,
-                      cfg.model.block_size, cfg.model.dropout)
+    subject = Subject(functools.partial(learner_net, cfg.model), cfg.model.vocab_size, cfg.model.block_size,
+                      cfg.model.dropout)
     reads = properties.reads_context(subject)
     target = Target(subject, cfg, corpus, reads)
     return [run_check(check, target) for check in checks]
+
+
+def learner_net(cfg: ModelConfig, dropout: float) -> nn.Module:
+    """The learner's own module, as their file builds it (the properties see its raw outputs)."""
+    from gptlab.model import LearnerModel
+
+    return LearnerModel(dataclasses.replace(cfg, dropout=dropout)).net
+
+
+def gptlab_model(cfg: ModelConfig, dropout: float) -> nn.Module:
+    from gptlab.model import GPT
+
+    return GPT(dataclasses.replace(cfg, dropout=dropout))
 
 
 PLUGIN_CHECKS = ("shapes", "causal", "batch-independent", "eval-deterministic", "gradients", "learns")
@@ -205,16 +220,15 @@ def check_plugin_file(path: str, preset_name: str = "lecture") -> list[Row]:
     properties (a variant registered as leaking the future must fail `causal`; one that mixes the batch,
     `batch-independent`)."""
     from gptlab.components import REGISTRIES
-    from gptlab.model import GPT, check_model
+    from gptlab.model import check_model
 
     registered = load_plugin(path)
     if not registered:
-        raise GptlabError(f"{path}: registers no new variant (was it loaded already?)")
+        raise GptlabError(f"{path}: registers no variant (a plugin calls REGISTRY.register(...) at import)")
     rows = []
     for field_name, name in registered:
         cfg = preset(preset_name).model
-        value: object = name if not isinstance(getattr(cfg, field_name), bool) else name == "true"
-        cfg = dataclasses.replace(cfg, **{field_name: value})
+        setattr(cfg, field_name, name if not isinstance(getattr(cfg, field_name), bool) else name == "true")
         label = f"model.{field_name}={name}"
         entry = REGISTRIES[field_name].get(name)
         try:
@@ -223,8 +237,7 @@ def check_plugin_file(path: str, preset_name: str = "lecture") -> list[Row]:
             rows.append(Row("builds", "fail", 0.0, str(err), "a builder takes the model's config and returns a "
                                                              "module (gptlab/registry.py)", variant=label))
             continue
-        subject = Subject(lambda p, c=cfg: GPT(dataclasses.replace(c, dropout=p)), cfg.vocab_size, cfg.block_size,
-                          cfg.dropout)
+        subject = Subject(functools.partial(gptlab_model, cfg), cfg.vocab_size, cfg.block_size, cfg.dropout)
         target = Target(subject, RunConfig(model=cfg), None)
         for check in (c for c in CHECKS if c.name in PLUGIN_CHECKS):
             row = run_check(check, target, label)

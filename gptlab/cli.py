@@ -282,10 +282,12 @@ def ablate(
                                           help="Ray cluster: auto, HOST:PORT or ray://HOST:10001."),
     gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="Ray: GPUs per run (0.25: four share one)."),
     cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="Ray: CPUs per run (and its torch threads)."),
+    plugins: Optional[list[Path]] = PluginOption,
 ) -> None:
     """Run an ablation grid (resumable): every variant x seed, then a ranked table, results.csv and the report."""
 
     def run() -> None:
+        load_plugins(plugins)
         from gptlab import report
         from gptlab.display import LiveProgress
         from gptlab.grid import check_grid, load_grid

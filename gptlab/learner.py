@@ -270,19 +270,20 @@ def resolve_arch(arch: str, base: Path) -> str:
 # -- plugins -------------------------------------------------------------------------------------------------
 
 PLUGINS_ENV = "GPTLAB_PLUGINS"  # the plugins loaded in this process, for the worker processes it starts
+LOADED: dict[str, list[tuple[str, str]]] = {}  # plugin file -> the (field, name) of each variant it registered
 
 
 def load_plugin(path: str | Path) -> list[tuple[str, str]]:
     """Import a plugin file (all of it runs, like any import); returns the (field, name) of each variant it
-    registers. Loading the same file again registers nothing new."""
+    registers. A file loaded already is not run again: the same variants come back."""
     from gptlab.components import REGISTRIES
 
     file = Path(path).expanduser().resolve()
     if file.is_dir() or not file.is_file():
         raise GptlabError(f"--plugin {str(path)!r}: no such file")
+    if str(file) in LOADED:
+        return LOADED[str(file)]
     name = f"gptlab_plugin_{hashlib.sha256(str(file).encode()).hexdigest()[:8]}"
-    if name in sys.modules:
-        return []
     before = {field: set(r.names()) for field, r in REGISTRIES.items()}
     spec = importlib.util.spec_from_file_location(name, file)
     assert spec is not None and spec.loader is not None
@@ -295,7 +296,8 @@ def load_plugin(path: str | Path) -> list[tuple[str, str]]:
         raise GptlabError(f"--plugin {str(path)!r}: importing it fails: {one_line(err)}") from err
     loaded = [p for p in os.environ.get(PLUGINS_ENV, "").split(os.pathsep) if p]
     os.environ[PLUGINS_ENV] = os.pathsep.join([*loaded, str(file)])
-    return [(field, n) for field, r in REGISTRIES.items() for n in r.names() if n not in before[field]]
+    LOADED[str(file)] = [(field, n) for field, r in REGISTRIES.items() for n in r.names() if n not in before[field]]
+    return LOADED[str(file)]
 
 
 def load_plugins_from_env() -> None:

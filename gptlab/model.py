@@ -223,7 +223,7 @@ def check_learner_model(cfg: ModelConfig) -> int:
     if not outcome.passed:
         raise GptlabError(f"model.arch = {cfg.arch!r} reads the future ({outcome.evidence}); "
                           f"run `gptlab check {split_arch(cfg.arch)[0]}` for what to fix")
-    return model.num_params()
+    return sum(p.numel() for p in model.parameters())
 
 
 def describe(cfg: ModelConfig) -> str:

@@ -83,6 +83,12 @@ def largest_change(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max()) if a.numel() else 0.0
 
 
+def noticeable(change: float, logits: torch.Tensor) -> bool:
+    """A change beyond float noise: TOLERANCE for logits of size 1 or more, relatively less for smaller ones
+    (an untrained model without norms has logits of size 1e-3)."""
+    return change > TOLERANCE * min(1.0, float(logits.abs().max()))
+
+
 # -- the properties -------------------------------------------------------------------------------------------
 
 
@@ -143,7 +149,7 @@ def causal(subject: Subject) -> Outcome:
             cuts.append((cut, f"cutting the context after token {later - 1} moved the earlier positions' logits by "
                               f"{cut:.3g}"))
     for moved, evidence in (max(changes), max(cuts)):
-        if moved > TOLERANCE:
+        if noticeable(moved, full):
             return failed(evidence)
     largest = max(max(changes)[0], max(cuts)[0])
     return passed(f"no later token moves an earlier position (largest change {largest:.1g}, {T - 1} tokens tried)")
@@ -163,7 +169,7 @@ def batch_independent(subject: Subject) -> Outcome:
                 torch.manual_seed(SEED)  # the same dropout masks for both batches
                 outputs.append(logits_of(model, batch)[0])
         moved = largest_change(outputs[0], outputs[1])
-        if moved > TOLERANCE:
+        if noticeable(moved, outputs[0]):
             return failed(f"changing sequences 1 and 2 moved sequence 0's logits by {moved:.3g} in {mode} mode "
                           f"(statistics over the batch, as BatchNorm takes?)")
     return passed("changing other sequences never moved a sequence's logits (eval and train mode)")
@@ -176,7 +182,8 @@ def reads_context(subject: Subject) -> bool:
     other = subject.tokens(4, seed=SEED + 1)
     other[:, -1] = idx[:, -1]
     with torch.no_grad():
-        return largest_change(logits_of(model, idx)[:, -1], logits_of(model, other)[:, -1]) > TOLERANCE
+        last = logits_of(model, idx)[:, -1]
+        return noticeable(largest_change(last, logits_of(model, other)[:, -1]), last)
 
 
 def positions(subject: Subject) -> Outcome:
@@ -191,7 +198,7 @@ def positions(subject: Subject) -> Outcome:
     with torch.no_grad():
         logits = logits_of(model, repeated)
     moved = largest_change(logits[:, 1:], logits[:, :1].expand_as(logits[:, 1:]))
-    if moved <= TOLERANCE:
+    if not noticeable(moved, logits):
         return failed(f"on a context of one repeated token every position gets the same logits (largest "
                       f"difference {moved:.1g}): attention cannot tell positions apart (no position embedding?)")
     return passed(f"on a context of one repeated token the positions' logits differ by up to {moved:.3g}")

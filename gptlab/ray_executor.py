@@ -28,6 +28,7 @@ from typing import Any, Iterable
 from gptlab.data import read_text
 from gptlab.errors import GptlabError, one_line
 from gptlab.record import RunRecord
+from gptlab.learner import load_plugins_from_env
 from gptlab.runner import Job, OnDone, OnEvent, RunEvent, drawn, execute_job
 
 INSTALL_HINT = "--executor ray needs Ray: pip install 'gptlab[ray]'"
@@ -65,6 +66,7 @@ def train_job(job: Job, text: str, threads: int, log: Any) -> list[RunRecord]:
     if not ray.get_gpu_ids():  # Ray gave this task no GPU (Ray 2.60 no longer hides them itself): use none
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     torch.set_num_threads(threads)
+    load_plugins_from_env()  # a node needs the plugin files at the driver's paths (docs/ray.md)
     last: list[Any] = []
 
     def emit(event: RunEvent) -> None:

@@ -53,6 +53,7 @@ class Entry(Generic[B]):
     builder: B
     insight: str
     leaks_future: bool = False  # the variant lets a position read later tokens: its loss is not a real result
+    mixes_batch: bool = False  # in training its output reads other sequences of the batch (BatchNorm's statistics)
 
 
 class Registry(Generic[B]):
@@ -63,11 +64,12 @@ class Registry(Generic[B]):
         self.insight = insight
         self._entries: dict[str, Entry[B]] = {}
 
-    def register(self, name: str, insight: str, *, leaks_future: bool = False) -> Callable[[B], B]:
+    def register(self, name: str, insight: str, *, leaks_future: bool = False,
+                 mixes_batch: bool = False) -> Callable[[B], B]:
         def decorator(builder: B) -> B:
             if name in self._entries:
                 raise ValueError(f"{self.field}: {name!r} is registered twice")
-            self._entries[name] = Entry(name, builder, insight, leaks_future)
+            self._entries[name] = Entry(name, builder, insight, leaks_future, mixes_batch)
             return builder
 
         return decorator

@@ -82,7 +82,9 @@ def test_at_least_twelve_bugs_are_planted_across_at_least_eight_checks():
     assert len(PLANTED) >= 12 and len({check for _, check, _ in PLANTED}) >= 8
 
 
-def test_a_dropped_residual_fails_trains_and_the_example_passes_it(tmp_path, monkeypatch):
+def test_a_dropped_residual_fails_trains(tmp_path, monkeypatch):
+    monkeypatch.setattr(checking, "TRAINS_STEPS", 150)  # a short run: without residuals it is already far behind
+    monkeypatch.setattr(checking, "TRAINS_WINDOWS", 256)
     monkeypatch.setattr(checking, "TRAINS_SEEDS", (1337, 1338))
     residual = [("x = x + self.sa(self.ln1(x))", "x = self.sa(self.ln1(x))"),
                 ("x = x + self.mlp(self.ln2(x))", "x = self.mlp(self.ln2(x))")]
@@ -246,3 +248,113 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
     assert "Traceback" not in result.output
+
+
+# -- a learner's model and plugins in `train` and grids ---------------------------------------------------------
+
+
+@pytest.fixture
+def registries_restored(monkeypatch):
+    """A plugin registers variants for the whole process: put every registry back afterwards."""
+    import sys
+
+    from gptlab.components import REGISTRIES
+    from gptlab.learner import LOADED, PLUGINS_ENV
+
+    saved = {field: dict(r._entries) for field, r in REGISTRIES.items()}
+    monkeypatch.setattr("gptlab.learner.LOADED", dict(LOADED))
+    modules = set(sys.modules)
+    monkeypatch.delenv(PLUGINS_ENV, raising=False)
+    yield
+    for field, registry in REGISTRIES.items():
+        registry._entries = saved[field]
+    for name in set(sys.modules) - modules:
+        if name.startswith("gptlab_plugin_"):
+            del sys.modules[name]
+
+
+PLUGIN = Path(ROOT) / "examples" / "scalenorm_plugin.py"
+
+
+def test_the_key_of_a_learner_file_follows_its_content_and_class_not_its_place(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    (first / "m.py").write_text(EXAMPLE.read_text())
+    (second / "m.py").write_text(EXAMPLE.read_text())
+    run = preset("lecture")
+    keys = []
+    for arch in (first / "m.py", second / "m.py", f"{first / 'm.py'}:TinyGPT"):
+        run.model.arch = str(arch)
+        keys.append(run.key())
+    assert keys[0] == keys[1] != keys[2]  # moved: the same run; a class named: another
+    (first / "m.py").write_text(EXAMPLE.read_text() + "\n# an edit\n")
+    run.model.arch = str(first / "m.py")
+    assert run.key() != keys[0]
+
+
+def test_the_runs_size_fields_set_the_files_constants(tmp_path):
+    from gptlab.model import LearnerModel
+
+    cfg = lecture_size(str(EXAMPLE))
+    cfg.n_embd, cfg.n_head, cfg.n_layer = 64, 2, 1
+    model = LearnerModel(cfg)
+    assert model.net.tok_emb.weight.shape == (65, 64) and len(model.net.blocks) == 1
+    assert len(model.net.blocks[0].sa.heads) == 2
+    logits, loss = model(torch.zeros(2, 8, dtype=torch.long), torch.zeros(2, 8, dtype=torch.long))
+    assert logits.shape == (2, 8, 65) and loss.dim() == 0
+
+
+def test_train_refuses_a_file_that_reads_the_future_pointing_to_check(tmp_path):
+    path = planted(tmp_path, PLANTED[0][2])
+    result = CliRunner().invoke(app, ["train", "--set", f"model.arch={path}", "--out", str(tmp_path / "out")],
+                                env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "reads the future (changing token" in text and f"run `gptlab check {path}`" in text
+    assert not (tmp_path / "out" / "ckpt.pt").exists()
+
+
+def test_a_grid_ablates_a_learner_file_against_gptlabs_gpt(tmp_path, monkeypatch):
+    from gptlab.grid import load_grid
+    from gptlab.results import load
+    from gptlab.runner import run_grid
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mine.py").write_text(EXAMPLE.read_text())
+    grid_file = tmp_path / "grids" / "mine.yaml"
+    grid_file.parent.mkdir()
+    grid_file.write_text(textwrap.dedent("""
+        name: mine
+        preset: lecture
+        set: {train.max_iters: 4, train.eval_interval: 2, train.eval_windows: 16, model.n_layer: 1}
+        grid:
+          model.arch: [gpt, ../models/mine.py]
+        seeds: [1, 2]
+    """))
+    monkeypatch.chdir(tmp_path)
+    grid = load_grid(grid_file)
+    assert [v.overrides["model.arch"] for v in grid.variants] == ["gpt", "models/mine.py"]  # found beside the grid
+    outcome = run_grid(grid, tmp_path / "reports", jobs=1)
+    assert len(outcome.finished) == 4 and not outcome.failed
+    runs = load(tmp_path / "reports" / "mine")
+    assert sorted(runs["model.arch"]) == ["gpt", "gpt", "models/mine.py", "models/mine.py"]
+    assert run_grid(load_grid(grid_file), tmp_path / "reports", jobs=1).todo == []  # unchanged: resumed
+
+
+def test_a_plugin_registers_variants_for_list_check_train_and_grids(tmp_path, registries_restored, monkeypatch):
+    from gptlab.grid import check_grid, load_grid
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["list", "--plugin", str(PLUGIN)], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0 and "scalenorm (plugin)" in listed.output
+    checked = runner.invoke(app, ["check", str(PLUGIN)], env={"COLUMNS": "200"})
+    assert "model.norm=scalenorm" in checked.output and "6 passed, 0 failed" in checked.output, checked.output
+    grid_file = tmp_path / "g.yaml"
+    (tmp_path / "plugin.py").write_text(PLUGIN.read_text().replace('"scalenorm"', '"scalenorm2"'))
+    grid_file.write_text("name: g\nplugins: [plugin.py]\ngrid:\n  model.norm: [layernorm, scalenorm2]\n")
+    grid = load_grid(grid_file)
+    check_grid(grid)
+    assert [v.name for v in grid.variants] == ["norm=layernorm", "norm=scalenorm2"]
+    assert grid.manifest()["plugins"] == [str(tmp_path / "plugin.py")]
+    bad = runner.invoke(app, ["list", "--plugin", str(tmp_path / "none.py")])
+    assert bad.exit_code == 2 and "--plugin" in bad.output and "no such file" in bad.output

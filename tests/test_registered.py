@@ -1,8 +1,10 @@
 """Every registered variant of every registry, tested the moment it is registered: nothing here names a variant.
 
 For each (registry, choice): the model builds (on the meta device and for real), a training step gives finite
-loss and gradients, shapes hold, the variant is causal unless its entry says it leaks the future (and then the
-leak is seen), and `gptlab list` shows it.
+loss and gradients, and it has the properties of any language model (gptlab/properties.py, the same functions
+`gptlab check` runs on a learner's file): shapes, causal unless its entry says it leaks the future (and then the
+leak is seen), batch-independent unless it says it mixes the batch (and then the mixing is seen),
+eval-deterministic, gradients for every parameter; and `gptlab list` shows it.
 """
 
 import dataclasses
@@ -11,6 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from gptlab import properties
 from gptlab.cli import app
 from gptlab.components import REGISTRIES
 from gptlab.config import ModelConfig
@@ -48,19 +51,39 @@ def test_each_variant_builds_trains_a_step_and_keeps_shapes(field, entry):
     assert short.shape == (3, 3, V)  # a context shorter than block_size works too
 
 
+def subject(field: str, name: str, **kw) -> properties.Subject:
+    cfg = config(field, name, **kw)
+    return properties.Subject(lambda p: GPT(dataclasses.replace(cfg, dropout=p)), V, T)
+
+
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("field, entry", CHOICES, ids=IDS)
 def test_each_variant_is_causal_unless_it_says_it_leaks(field, entry, fused):
-    torch.manual_seed(0)
-    model = GPT(config(field, entry.name, fused=fused)).eval()
-    x = torch.randint(0, V, (2, T))
-    later = x.clone()
-    later[:, T // 2 :] = (later[:, T // 2 :] + 1) % V
-    change = (model.logits(x)[:, : T // 2] - model.logits(later)[:, : T // 2]).abs().max().item()
+    outcome = properties.causal(subject(field, entry.name, fused=fused))
     if entry.leaks_future:
-        assert change > 1e-4, f"{field}={entry.name} says it leaks the future, but no leak is seen"
+        assert not outcome.passed, f"{field}={entry.name} says it leaks the future, but no leak is seen"
     else:
-        assert change < 1e-5, f"{field}={entry.name}: earlier positions read later tokens ({change:.2g})"
+        assert outcome.passed, f"{field}={entry.name}: {outcome.evidence}"
+
+
+@pytest.mark.parametrize("field, entry", CHOICES, ids=IDS)
+def test_each_variant_keeps_sequences_apart_unless_it_says_it_mixes_the_batch(field, entry):
+    outcome = properties.batch_independent(subject(field, entry.name))
+    if entry.mixes_batch:
+        assert not outcome.passed, f"{field}={entry.name} says it mixes the batch, but no mixing is seen"
+    else:
+        assert outcome.passed, f"{field}={entry.name}: {outcome.evidence}"
+
+
+PROPERTIES = [properties.shapes, properties.init_loss, properties.positions, properties.eval_deterministic,
+              properties.gradients]
+
+
+@pytest.mark.parametrize("check", PROPERTIES, ids=[p.__name__ for p in PROPERTIES])
+@pytest.mark.parametrize("field, entry", CHOICES, ids=IDS)
+def test_each_variant_has_the_properties_of_a_language_model(field, entry, check):
+    outcome = check(subject(field, entry.name))
+    assert outcome.passed, f"{field}={entry.name}: {check.__name__}: {outcome.evidence}"
 
 
 @pytest.mark.parametrize("field, entry", CHOICES, ids=IDS)

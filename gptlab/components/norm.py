@@ -44,7 +44,7 @@ def layernorm(cfg: ModelConfig) -> nn.Module:
     return nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
 
 
-@NORM.register("batchnorm", "each feature normalised over batch and time; stats mix tokens")
+@NORM.register("batchnorm", "each feature normalised over batch and time; stats mix tokens", mixes_batch=True)
 def batchnorm(cfg: ModelConfig) -> nn.Module:
     return BatchNormOverTokens(cfg.n_embd)
 

@@ -4,8 +4,8 @@ mutmut's score counts small syntactic edits. A learner's bugs are different: a m
 the wrong axis, evaluation left in training mode, every seed starting from the same weights. Each ``Bug`` below
 is one such bug as a text patch of one file (``original`` must occur there exactly once) and the fully-qualified
 name of the test that is about it. ``python -m gptlab.devtools.mutation --catalogue`` copies the project
-(``gptlab/``, ``tests/``, ``data/``, ``pyproject.toml``, and ``benchmarks/`` and ``ablations/``, which some tests
-read) to a temporary folder, then for each bug patches the
+(``gptlab/``, ``tests/``, ``data/``, ``pyproject.toml``, and ``benchmarks/``, ``ablations/`` and ``examples/``,
+which some tests read) to a temporary folder, then for each bug patches the
 copy, runs pytest there (the copy's package imported, checked on every run), records the failing tests and
 reverts the patch. An entry passes when its named test fails; it fails the check (exit 1) when it survives every
 test, is killed only by other tests, or its original text is not found exactly once.
@@ -45,8 +45,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What the default test selection reads: the package, the tests, the corpus, the pytest settings, and the
-# benchmark scripts (tests/test_bench.py) and shipped grids (tests/test_grid.py) some tests import or load.
-COPIED = ("gptlab", "tests", "data", "pyproject.toml", "benchmarks", "ablations")
+# benchmark scripts (tests/test_bench.py), shipped grids (tests/test_grid.py) and the examples of a learner's files
+# (tests/test_check.py) some tests import or load.
+COPIED = ("gptlab", "tests", "data", "pyproject.toml", "benchmarks", "ablations", "examples")
 REPORT_ENV = "GPTLAB_CATALOGUE_REPORT"
 PYTEST_ARGS = ("-q", "-p", "no:cacheprovider", "-p", "gptlab.devtools.catalogue")
 # The default selection, less this tool's own tests: one of them checks that every entry's original text is in
@@ -296,6 +297,15 @@ CATALOGUE: tuple[Bug, ...] = (
         'sign = 1.0 if claim.kind == "better" else -1.0',
         "tests/test_claims.py::test_directional_claims_hold_or_are_contradicted"),
     # -- the one-file reading (gptlab/gpt.py) ---------------------------------------------------------------
+    Bug("reading-softmax-over-queries", "reading", "gpt.py: attention softmax over dim=-2",
+        READING, "F.softmax(scores, dim=-1)", "F.softmax(scores, dim=-2)", READING_TEST),
+    Bug("reading-scale-dropped", "reading", "gpt.py: scores not scaled by 1/sqrt(head_size)",
+        READING, "scores = q @ k.transpose(-2, -1) * k.size(-1) ** -0.5", "scores = q @ k.transpose(-2, -1)",
+        READING_TEST),
+    Bug("reading-mask-off-by-one", "reading", "gpt.py: the mask lets token t read token t + 1",
+        READING, ".triu(1)", ".triu(2)", READING_TEST),
+    Bug("reading-heads-concat", "reading", "gpt.py: heads joined with reshape(B, T, C) without transposing back",
+        READING, "y = y.transpose(1, 2).reshape(B, T, C)", "y = y.reshape(B, T, C)", READING_TEST),
     # -- the checks of a learner's model (gptlab/properties.py): a check with a bug passes bugs or fails good models
     Bug("causal-check-perturbs-itself", "checks",
         "the causality check changes the token just before the positions it compares, not the one after them",
@@ -319,15 +329,6 @@ CATALOGUE: tuple[Bug, ...] = (
         PROPERTIES, "logits[:, 1:], logits[:, :1].expand_as(logits[:, 1:])",
         "logits[:, :1], logits[:, :1].expand_as(logits[:, :1])",
         CHECK_TEST + "test_the_example_file_passes_every_check_and_its_script_never_runs"),
-    Bug("reading-softmax-over-queries", "reading", "gpt.py: attention softmax over dim=-2",
-        READING, "F.softmax(scores, dim=-1)", "F.softmax(scores, dim=-2)", READING_TEST),
-    Bug("reading-scale-dropped", "reading", "gpt.py: scores not scaled by 1/sqrt(head_size)",
-        READING, "scores = q @ k.transpose(-2, -1) * k.size(-1) ** -0.5", "scores = q @ k.transpose(-2, -1)",
-        READING_TEST),
-    Bug("reading-mask-off-by-one", "reading", "gpt.py: the mask lets token t read token t + 1",
-        READING, ".triu(1)", ".triu(2)", READING_TEST),
-    Bug("reading-heads-concat", "reading", "gpt.py: heads joined with reshape(B, T, C) without transposing back",
-        READING, "y = y.transpose(1, 2).reshape(B, T, C)", "y = y.reshape(B, T, C)", READING_TEST),
 )
 
 # The model bugs above by the property of gptlab/properties.py (the check of `gptlab check`) that shows their
