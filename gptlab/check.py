@@ -35,7 +35,8 @@ DOCS = "docs/mutations.md"
 TRAINS_STEPS = 500  # each run of `trains`: this many steps of the preset's recipe, scored on TRAINS_WINDOWS windows
 TRAINS_WINDOWS = 1024
 TRAINS_TOLERANCE = 0.05  # the learner's mean val loss may exceed the reference's by at most this (nats)
-TRAINS_SEEDS = (1337, 1338, 1339, 1340)  # pairs are added until the difference's 95% interval is narrower
+TRAINS_SEEDS = (1337, 1338, 1339, 1340)
+BUILD_SECONDS = 30  # pairs are added until the difference's 95% interval is narrower
 
 
 @dataclass(frozen=True)
@@ -190,11 +191,18 @@ def check_model_file(path: str, model: str | None = None, preset_name: str = "le
     arch = f"{path}:{model}" if model else path
     corpus = corpus or Corpus.from_file(preset(preset_name).data.path)
     cfg = sized_config(arch, preset_name, corpus)
-    with time_limit(60):
-        build_model(cfg.model)  # a file that cannot be read, sized or built: one line, exit 2
     subject = Subject(functools.partial(learner_net, cfg.model), cfg.model.vocab_size, cfg.model.block_size,
                       cfg.model.dropout)
-    reads = properties.reads_context(subject)
+    try:
+        with time_limit(BUILD_SECONDS):  # a file that cannot be read, sized or built, or never returns: exit 2
+            reads = properties.reads_context(subject)
+    except TimeLimit:
+        raise GptlabError(f"{path}: building the model and two forward passes ran past {BUILD_SECONDS} s "
+                          f"(an endless loop?)") from None
+    except GptlabError:
+        raise
+    except Exception:  # the learner's forward raises: each check reports it as its failure
+        reads = True
     target = Target(subject, cfg, corpus, reads)
     return [run_check(check, target) for check in checks]
 

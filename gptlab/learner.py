@@ -74,8 +74,8 @@ def split_arch(arch: str) -> tuple[str, str | None]:
 def file_path(arch: str, field: str = "model.arch") -> Path:
     path = Path(split_arch(arch)[0]).expanduser()
     if path.is_dir() or not path.is_file():
-        raise GptlabError(f"{field} = {arch!r}: no such file (a path is relative to the grid file's folder, "
-                          f"else to the working folder: {os.getcwd()})")
+        where = " (a path is relative to the grid file's folder, else to the working folder: {})".format(os.getcwd())
+        raise GptlabError(f"{field} = {arch!r}: no such file{where if field == 'model.arch' else ''}")
     return path
 
 

@@ -358,3 +358,11 @@ def test_a_plugin_registers_variants_for_list_check_train_and_grids(tmp_path, re
     assert grid.manifest()["plugins"] == [str(tmp_path / "plugin.py")]
     bad = runner.invoke(app, ["list", "--plugin", str(tmp_path / "none.py")])
     assert bad.exit_code == 2 and "--plugin" in bad.output and "no such file" in bad.output
+
+
+def test_a_forward_that_never_returns_is_stopped_by_the_time_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(checking, "BUILD_SECONDS", 1)
+    path = source_file(tmp_path, KWARGS_MODEL.replace("        logits = self.emb(idx)\n",
+                                                      "        while True:\n            pass\n"))
+    with pytest.raises(GptlabError, match="ran past 1 s"):
+        check_model_file(path, corpus=shakespeare())
