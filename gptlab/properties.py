@@ -79,6 +79,11 @@ def logits_of(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
     return logits.reshape(idx.size(0), idx.size(1), -1)
 
 
+def shape_of(value: Any) -> tuple[int, ...] | str:
+    """A tensor's shape, or the name of what came instead of a tensor."""
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
 def largest_change(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max()) if a.numel() else 0.0
 
@@ -99,16 +104,16 @@ def shapes(subject: Subject) -> Outcome:
     idx = subject.tokens(B)
     with torch.no_grad():
         logits, loss = forward(model, idx, subject.tokens(B, seed=SEED + 1))
-        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) not in ((B, T, V), (B * T, V)):
-            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            return failed(f"logits for a ({B}, {T}) batch have shape {got}; expected ({B}, {T}, {V}) or ({B * T}, {V})")
-        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-            got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else repr(loss)
-            return failed(f"the loss for given targets is {got}; expected a scalar tensor (the mean over B*T targets)")
+        if shape_of(logits) not in ((B, T, V), (B * T, V)):
+            return failed(f"logits for a ({B}, {T}) batch have shape {shape_of(logits)}; expected ({B}, {T}, {V}) "
+                          f"or ({B * T}, {V})")
+        if shape_of(loss) != ():
+            return failed(f"the loss for given targets is {shape_of(loss)}; expected a scalar tensor (the mean over "
+                          f"B*T targets)")
         short = max(1, T // 2)
-        short_logits = logits_of(model, idx[:, :short])
-    if tuple(short_logits.shape) != (B, short, V):
-        return failed(f"a context of {short} tokens (block_size {T}) gives logits {tuple(short_logits.shape)}; "
+        short_logits, _ = forward(model, idx[:, :short])
+    if shape_of(short_logits) not in ((B, short, V), (B * short, V)):
+        return failed(f"a context of {short} tokens (block_size {T}) gives logits {shape_of(short_logits)}; "
                       f"expected ({B}, {short}, {V})")
     return passed(f"logits {tuple(logits.shape)}, scalar loss; T = {short} gives {tuple(short_logits.shape)}")
 
@@ -284,10 +289,9 @@ def generate(subject: Subject, new_tokens: int = 10) -> Outcome:
     prompt = subject.tokens(1, subject.block_size + 5)
     with torch.no_grad():
         out = method(prompt.clone(), new_tokens)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, prompt.size(1) + new_tokens):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape_of(out) != (1, prompt.size(1) + new_tokens):
         return failed(f"generate on a prompt of {prompt.size(1)} tokens (block_size {subject.block_size}) with "
-                      f"{new_tokens} new ones returned {got}; expected (1, {prompt.size(1) + new_tokens})")
+                      f"{new_tokens} new ones returned {shape_of(out)}; expected (1, {prompt.size(1) + new_tokens})")
     if not torch.equal(out[:, : prompt.size(1)], prompt):
         return failed("generate changed the prompt it was given: the returned sequence must start with it")
     new = out[:, prompt.size(1):]
