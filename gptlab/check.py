@@ -27,6 +27,7 @@ from torch import nn
 from gptlab import properties
 from gptlab.config import ModelConfig, RunConfig, apply_overrides, preset
 from gptlab.data import Corpus
+from gptlab.device import cpu_threads
 from gptlab.errors import GptlabError, one_line
 from gptlab.learner import (TimeLimit, file_path, load_plugin, registers_variants, time_limit)
 from gptlab.properties import Outcome, Subject
@@ -150,7 +151,7 @@ def same_symptom(check: str) -> list[dict[str, str]]:
 def run_check(check: Check, target: Target, variant: str = "") -> Row:
     start = time.perf_counter()
     try:
-        with time_limit(check.seconds):
+        with time_limit(check.seconds), cpu_threads(1):  # models of a preset's size gain nothing from more
             outcome = check.run(target)
     except TimeLimit as err:
         outcome = properties.failed(f"{err} (an endless loop, or a model far bigger than the preset?)")
