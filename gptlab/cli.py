@@ -303,7 +303,7 @@ def report_command(
     fmt: str = typer.Option("rich", "--format",
                             help="rich: render the reports, then show tables; markdown, csv, json: print only."),
     only: Optional[str] = typer.Option(None, "--grid", help="Only this grid (its folder name)."),
-    check: bool = typer.Option(False, "--check", help="Check every grid's claims; exit 1 if one is contradicted."),
+    check: bool = typer.Option(False, "--check", help="Check every grid's claims; exit 1 if one is contradicted or a report is stale."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files of the runs."),
 ) -> None:
     """Render each grid's README.md and figures (and the index) from its run records, or export or check them."""
@@ -326,9 +326,13 @@ def report_command(
             missing = grid_runs.missing()
             for line in grid_runs.skipped + ([f"{len(missing)} runs missing"] if missing else []):
                 notes.print(f"[yellow]{grid_runs.grid.name}:[/] {line}", highlight=False, soft_wrap=True)
+        stale = [g for g in loaded if g.stale]
+        for grid_runs in stale:
+            err_console.print(f"[bold red]{grid_runs.folder.as_posix()}:[/] {grid_runs.stale}", highlight=False,
+                              soft_wrap=True)
         if check:
             contradicted = check_claims(loaded)
-            raise typer.Exit(1 if contradicted else 2 if broken else 0)
+            raise typer.Exit(1 if contradicted or stale else 2 if broken else 0)
         export(loaded, fmt, path if only is None else None)
         if tensorboard:
             for grid_runs in loaded:

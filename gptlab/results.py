@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from gptlab.claims import ClaimResult, evaluate
+from gptlab.claims import ClaimResult, evaluate, parse_claims
 from gptlab.config import RunConfig
 from gptlab.errors import GptlabError
 from gptlab.files import write_if_changed
-from gptlab.grid import Grid
+from gptlab.grid import Grid, GridSource
 from gptlab.record import RecordError, RunRecord, load_record
 from gptlab.stats import compare_to_baseline, summarize
 
@@ -45,6 +45,7 @@ class GridRuns:
     provenance: dict[str, Any]      # grid.json's gptlab_version, git_commit, device, created
     records: list[RunRecord]        # one per (variant, seed) of the grid, as far as finished
     skipped: list[str] = field(default_factory=list)  # "<file>: <why it was not used>"
+    stale: str = ""                 # one line when grid.json's words disagree with the grid file they came from
 
     def runs_of(self, variant: str) -> list[RunRecord]:
         return sorted((r for r in self.records if r.variant == variant), key=lambda r: r.seed)
@@ -112,14 +113,51 @@ def read_manifest(folder: Path) -> tuple[Grid, dict[str, Any]]:
     return grid, provenance
 
 
+WORDS = ("title", "insight", "claims")  # what a report says about a grid, taken from its grid file when at hand
+
+
+def grid_file(folder: Path, source: str) -> Path | None:
+    """The grid file a folder's grid.json came from: its ``source`` as written, from here or from the project
+    that holds the reports folder (``<project>/reports/<grid>``); None when neither is a file."""
+    if not source:
+        return None
+    path = Path(source)
+    candidates = [path] if path.is_absolute() else [path, folder.parent.parent / path]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def with_file_words(grid: Grid, folder: Path) -> tuple[Grid, str]:
+    """The grid with the title, insight and claims of its grid file (the one source of a grid's words), and a
+    line naming what grid.json's snapshot says otherwise ("" when they agree, or no file is at hand)."""
+    from gptlab.grid import load_grid
+
+    path = grid_file(folder, grid.source)
+    if path is None:
+        return grid, ""
+    try:
+        current = load_grid(path, scale=grid.scale)
+        claims = parse_claims([c.to_dict() for c in current.claims], grid.variant_names,
+                              GridSource(str(path)).error)
+    except GptlabError as err:
+        return grid, f"its grid file cannot give the report its words: {err}"
+    fresh = replace(grid, title=current.title, insight=current.insight, claims=claims)
+    differ = [name for name in WORDS if getattr(grid, name) != getattr(fresh, name)]
+    if not differ:
+        return grid, ""
+    return fresh, (f"stale: grid.json's {' and '.join(differ)} differ from {path.as_posix()}, whose words the report "
+                   f"uses; `gptlab ablate {grid.source}` refreshes it (training only runs without a record)")
+
+
 def load_grid_runs(folder: str | Path) -> GridRuns:
-    """Read a grid folder: grid.json and the records of the runs it describes. A record that cannot be used
-    (corrupt, another schema, another grid's or variant's, an earlier invocation's) becomes one line in
-    ``skipped``; a grid.json that cannot be read is a one-line GptlabError."""
+    """Read a grid folder: grid.json and the records of the runs it describes, with the words (title, insight,
+    claims) of the grid file it came from when that file is at hand (``stale`` says when grid.json disagrees). A
+    record that cannot be used (corrupt, another schema, another grid's or variant's, an earlier invocation's)
+    becomes one line in ``skipped``; a grid.json that cannot be read is a one-line GptlabError."""
     folder = Path(folder)
-    grid, provenance = read_manifest(folder)
+    snapshot, provenance = read_manifest(folder)
+    grid, stale = with_file_words(snapshot, folder)
     expected = {spec.key: spec for spec in grid.runs()}
-    runs = GridRuns(folder, grid, provenance, [])
+    runs = GridRuns(folder, grid, provenance, [], stale=stale)
     for path in sorted((folder / "runs").glob("*.json")):
         where = path.relative_to(folder).as_posix()
         try:
