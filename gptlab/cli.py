@@ -24,7 +24,7 @@ from gptlab.errors import GptlabError, choice_error
 if TYPE_CHECKING:
     from gptlab.grid import Grid
     from gptlab.results import GridRuns
-    from gptlab.runner import GridOutcome
+    from gptlab.runner import GridOutcome, Round
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 
@@ -194,6 +194,11 @@ def ablate(
     group_seeds: Optional[bool] = typer.Option(None, "--group-seeds/--no-group-seeds", show_default="on CUDA",
                                                help="Train a variant's seeds as one stacked model."),
     force: bool = typer.Option(False, "--force", help="Rerun runs that already have a record."),
+    until_settled: bool = typer.Option(False, "--until-settled",
+                                       help="Add seeds in rounds to the variants of unsettled claims until every "
+                                            "claim holds or is contradicted (a group-sequential rule)."),
+    max_seeds: Optional[int] = typer.Option(None, "--max-seeds", show_default="40",
+                                            help="With --until-settled: the most seeds a variant gets."),
     out: Path = typer.Option(Path("reports"), "--out", help="Results folder; the grid writes OUT/<name>/."),
     max_runs: int = typer.Option(1000, "--max-runs", help="Refuse a grid of more runs than this."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files of the runs."),
@@ -210,7 +215,7 @@ def ablate(
         from gptlab.display import LiveProgress
         from gptlab.grid import check_grid, load_grid
         from gptlab.results import load_grid_runs, summarize_grid, write_tables
-        from gptlab.runner import plan, run_grid
+        from gptlab.runner import DEFAULT_MAX_SEEDS, Round, plan, run_grid, run_until_settled
 
         if jobs < 1:
             raise GptlabError(f"--jobs = {jobs} is not allowed; must be >= 1")
@@ -223,8 +228,15 @@ def ablate(
             executor = RayExecutor(address, cpus_per_run, gpus_per_run)  # checks the numbers; imports no Ray
         elif address is not None or gpus_per_run != 0 or cpus_per_run != 1:
             raise GptlabError("--address, --gpus-per-run and --cpus-per-run are for --executor ray")
+        if max_seeds is not None and not until_settled:
+            raise GptlabError("--max-seeds goes with --until-settled")
         grid = load_grid(grid_file, parse_set_args(sets or []), device, seeds, scale, max_runs)
         check_grid(grid)
+        budget = max_seeds or DEFAULT_MAX_SEEDS
+        if until_settled:
+            from gptlab.sequential import Design
+
+            Design(len(grid.seeds), len(grid.seeds), budget)  # checks --max-seeds against the grid's seeds
         planned = plan(grid, out, force, group_seeds)
         if dry_run:
             show_plan(grid, planned, out)
@@ -240,7 +252,14 @@ def ablate(
 
             require_ray()  # the one-line hint before the progress display starts
         try:
-            if planned.todo:
+            if until_settled:
+                with LiveProgress(len(planned.todo)) as live:
+                    def on_round(done: Round) -> None:
+                        if done.added:
+                            live.add_runs(sum(map(len, done.added.values())), round_note(done))
+
+                    outcome = run_until_settled(grid, out, budget, jobs, force, group_seeds, executor, live, on_round)
+            elif planned.todo:
                 with LiveProgress(len(planned.todo)) as live:
                     outcome = run_grid(grid, out, jobs, force, group_seeds, executor=executor, on_event=live)
             else:
@@ -267,6 +286,15 @@ def ablate(
             raise typer.Exit(1)
 
     guarded(run)
+
+
+def round_note(done: Round) -> str:
+    """One line per round of seeds until settled: the look taken, what stays open, the seeds added."""
+    settlement = done.settlement
+    open_claims = sorted({i for claims in settlement.open_claims.values() for i in claims})
+    added = "; ".join(f"{name}: seeds {seeds[0]}-{seeds[-1]}" for name, seeds in done.added.items())
+    return (f"look {settlement.looks_taken}: claim{'s' if len(open_claims) > 1 else ''} "
+            f"{', '.join(map(str, open_claims))} not settled; adding {added}")
 
 
 def variant_axes(grid: Grid) -> dict[str, dict[str, str]] | None:

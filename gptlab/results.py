@@ -23,6 +23,7 @@ from gptlab.errors import GptlabError
 from gptlab.files import write_if_changed
 from gptlab.grid import Grid, GridSource
 from gptlab.record import RecordError, RunRecord, load_record
+from gptlab.sequential import Design, Settlement, settle
 from gptlab.stats import compare_to_baseline, summarize
 
 if TYPE_CHECKING:
@@ -52,12 +53,17 @@ class GridRuns:
 
     def missing(self) -> list[str]:
         done = {(r.variant, r.seed) for r in self.records}
-        return [f"{name} (seed {seed})" for name in self.grid.variant_names for seed in self.grid.seeds
+        return [f"{name} (seed {seed})" for name in self.grid.variant_names for seed in self.grid.seeds_of(name)
                 if (name, seed) not in done]
 
     def finished_losses(self) -> dict[str, list[float]]:
-        return {name: [r.final_val_loss for r in finished(self.runs_of(name)) if r.final_val_loss is not None]
-                for name in self.grid.variant_names}
+        """variant -> the final val losses of its finished runs, in the order of its seeds."""
+        out = {}
+        for name in self.grid.variant_names:
+            order = {seed: i for i, seed in enumerate(self.grid.seeds_of(name))}
+            runs = sorted(finished(self.runs_of(name)), key=lambda r: order[r.seed])
+            out[name] = [r.final_val_loss for r in runs if r.final_val_loss is not None]
+        return out
 
     def varied_keys(self) -> set[str]:
         """Dotted keys whose value differs between variants."""
@@ -74,7 +80,14 @@ class GridRuns:
         return {name for name in self.grid.variant_names if self.leaks_future(name)}
 
     def claim_results(self) -> list[ClaimResult]:
+        """Each claim's status: one test of all the seeds, or with seeds added until settled, the looks replayed."""
+        if self.grid.design is not None:
+            return self.settlement(self.grid.design).results
         return evaluate(self.grid.claims, self.finished_losses(), self.grid.baseline)
+
+    def settlement(self, design: Design) -> Settlement:
+        """The claims replayed look by look over ``design``'s planned looks."""
+        return settle(self.grid.claims, self.finished_losses(), self.grid.baseline, design)
 
 
 def leaks_future(model_cfg: Any) -> bool:
@@ -185,7 +198,7 @@ class VariantRow:
     is_baseline: bool
     leaks_future: bool
     runs: int                 # finished runs (diverged ones are counted apart)
-    seeds: int                # seeds the grid asks for
+    seeds: int                # seeds the grid asks of this variant
     diverged: int
     diverged_at: list[int]
     mean: float | None
@@ -220,7 +233,7 @@ def none_if_nan(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def variant_rows(runs_by_variant: dict[str, list[RunNumbers]], baseline: str, seeds: int,
+def variant_rows(runs_by_variant: dict[str, list[RunNumbers]], baseline: str, seeds: dict[str, int],
                  leaking: set[str]) -> list[VariantRow]:
     """The one per-variant summary, ranked by mean final val loss (variants without a finished run last).
     A variant that leaks the future is not compared: its low loss is not a result."""
@@ -234,7 +247,7 @@ def variant_rows(runs_by_variant: dict[str, list[RunNumbers]], baseline: str, se
         stats = summarize(losses[name]) if fin else None
         comparison = compared.get(name)
         rows.append(VariantRow(
-            variant=name, is_baseline=name == baseline, leaks_future=name in leaking, runs=len(fin), seeds=seeds,
+            variant=name, is_baseline=name == baseline, leaks_future=name in leaking, runs=len(fin), seeds=seeds[name],
             diverged=len(runs) - len(fin), diverged_at=sorted(r.diverged_at for r in runs if r.diverged_at is not None),
             mean=stats.mean if stats else None, std=none_if_nan(stats.std) if stats else None,
             min=stats.min if stats else None, max=stats.max if stats else None,
@@ -269,7 +282,8 @@ def summarize_grid(grid_runs: GridRuns) -> list[VariantRow]:
     """The ranked table of a grid folder."""
     grid = grid_runs.grid
     runs = {name: [numbers(r) for r in grid_runs.runs_of(name)] for name in grid.variant_names}
-    return variant_rows(runs, grid.baseline, len(grid.seeds), grid_runs.leaking())
+    return variant_rows(runs, grid.baseline, {name: len(grid.seeds_of(name)) for name in grid.variant_names},
+                        grid_runs.leaking())
 
 
 def numbers(record: RunRecord) -> RunNumbers:
@@ -353,7 +367,8 @@ def summary(runs: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
     by_variant = {name: [RunNumbers(r.status, none_if_nan(r.final_val_loss), none_if_nan(r.final_train_loss),
                                     r.tokens_per_sec, int(r.params), none_if_nan(r.diverged_at))
                          for r in runs[runs["variant"] == name].itertuples()] for name in variants}
-    seeds = int(runs.groupby("variant")["seed"].nunique().max())
+    most = int(runs.groupby("variant")["seed"].nunique().max())
+    seeds = {name: most for name in variants}
     leaking = set(runs.loc[runs["leaks_future"].astype(bool), "variant"])
     return pd.DataFrame([row.to_dict() for row in variant_rows(by_variant, baseline, seeds, leaking)], columns=columns)  # pragma: no mutate (rows here: their keys are these columns)
 
