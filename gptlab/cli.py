@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 
 SetOption = typer.Option(None, "--set", help="Override a config field, e.g. --set model.n_layer=4 (repeatable).")
-DeviceOption = typer.Option(None, "--device", help="auto (CUDA when present), cpu or cuda.")
+DeviceOption = typer.Option(None, "--device", help="auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda or mps.")
 SLOW_RUN_S = 120  # warn before a CPU run estimated to take longer than this
 UTILISATION = 0.2  # of the matmul peak, for the estimate (the `full` preset's evaluations reach less)
 
@@ -190,7 +191,9 @@ def ablate(
     scale: Optional[str] = typer.Option(None, "--scale", help="A scale the grid file declares (default: cpu)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the runs, how they are grouped, and exit."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="N seeds: the file's first N (more: counting on)."),
-    jobs: int = typer.Option(1, "--jobs", help="Jobs at once, in processes that split the CPU cores."),
+    jobs: str = typer.Option("auto", "--jobs",
+                             help="Jobs at once, in processes that split the CPU cores; auto: as many as the cores "
+                                  "allow at the threads a run uses (and the memory)."),
     group_seeds: Optional[bool] = typer.Option(None, "--group-seeds/--no-group-seeds", show_default="on CUDA",
                                                help="Train a variant's seeds as one stacked model."),
     force: bool = typer.Option(False, "--force", help="Rerun runs that already have a record."),
@@ -217,8 +220,9 @@ def ablate(
         from gptlab.results import load_grid_runs, summarize_grid, write_tables
         from gptlab.runner import DEFAULT_MAX_SEEDS, Round, plan, run_grid, run_until_settled
 
-        if jobs < 1:
-            raise GptlabError(f"--jobs = {jobs} is not allowed; must be >= 1")
+        from gptlab.capacity import choose_jobs, estimate_line, grid_seconds, parse_jobs
+
+        requested = parse_jobs(jobs)
         if executor_name not in ("local", "ray"):
             raise choice_error("--executor", executor_name, ["local", "ray"])
         executor = None
@@ -238,15 +242,22 @@ def ablate(
 
             Design(len(grid.seeds), len(grid.seeds), budget)  # checks --max-seeds against the grid's seeds
         planned = plan(grid, out, force, group_seeds)
+        choice = choose_jobs(grid, len(planned.jobs), requested, until_settled)
         if dry_run:
             show_plan(grid, planned, out)
-            return
         console.print(f"[bold]{grid.title}[/] (scale {grid.scale}): {len(planned.specs)} runs "
                       f"({len(grid.variants)} variants x {len(grid.seeds)} seeds), "
                       f"{len(planned.specs) - len(planned.todo)} already done, {len(planned.todo)} to run"
-                      + (f" as {len(planned.jobs)} jobs, " + (f"--jobs {jobs}" if executor is None else
+                      + (f" as {len(planned.jobs)} jobs, " + (choice.why if executor is None else
                                                                f"on Ray ({address or 'local instance'})")
                          if planned.todo else ""), highlight=False)
+        if executor is None and planned.todo:
+            started = time.perf_counter()
+            seconds = grid_seconds(planned.jobs, choice.jobs, choice.threads)
+            console.print(estimate_line(seconds, choice.jobs, started) + (", this round" if until_settled else ""),
+                          highlight=False)
+        if dry_run:
+            return
         if executor is not None and planned.todo:
             from gptlab.ray_executor import require_ray
 
@@ -258,12 +269,13 @@ def ablate(
                         if done.added:
                             live.add_runs(sum(map(len, done.added.values())), round_note(done))
 
-                    outcome = run_until_settled(grid, out, budget, jobs, force, group_seeds, executor, live, on_round)
+                    outcome = run_until_settled(grid, out, budget, choice.jobs, force, group_seeds, executor, live,
+                                                on_round)
             elif planned.todo:
                 with LiveProgress(len(planned.todo)) as live:
-                    outcome = run_grid(grid, out, jobs, force, group_seeds, executor=executor, on_event=live)
+                    outcome = run_grid(grid, out, choice.jobs, force, group_seeds, executor=executor, on_event=live)
             else:
-                outcome = run_grid(grid, out, jobs, force, group_seeds, executor=executor)
+                outcome = run_grid(grid, out, choice.jobs, force, group_seeds, executor=executor)
         except KeyboardInterrupt:
             err_console.print("interrupted: the workers are stopped; finished runs are saved, run the same command "
                               "again to resume")
