@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from gptlab.grid import Grid
     from gptlab.results import GridRuns
     from gptlab.runner import GridOutcome, Round
+    from gptlab.sequential import Design
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 
@@ -236,13 +237,19 @@ def ablate(
             raise GptlabError("--max-seeds goes with --until-settled")
         grid = load_grid(grid_file, parse_set_args(sets or []), device, seeds, scale, max_runs)
         check_grid(grid)
-        budget = max_seeds or DEFAULT_MAX_SEEDS
-        if until_settled:
+        design = settled_before(out / grid.name)
+        settling = until_settled or design is not None  # a folder whose seeds were added until settled stays so
+        budget = max_seeds or (design.max_seeds if design else DEFAULT_MAX_SEEDS)
+        if settling:
             from gptlab.sequential import Design
 
             Design(len(grid.seeds), len(grid.seeds), budget)  # checks --max-seeds against the grid's seeds
+        if design is not None and not until_settled:
+            console.print(f"{out / grid.name}: its seeds were added until settled (at most {budget} a variant): "
+                          "going on so (its records are replayed; new seeds only where a claim is open)",
+                          highlight=False)
         planned = plan(grid, out, force, group_seeds)
-        choice = choose_jobs(grid, len(planned.jobs), requested, until_settled)
+        choice = choose_jobs(grid, len(planned.jobs), requested, settling)
         if dry_run:
             show_plan(grid, planned, out)
         console.print(f"[bold]{grid.title}[/] (scale {grid.scale}): {len(planned.specs)} runs "
@@ -250,11 +257,13 @@ def ablate(
                       f"{len(planned.specs) - len(planned.todo)} already done, {len(planned.todo)} to run"
                       + (f" as {len(planned.jobs)} jobs, " + (choice.why if executor is None else
                                                                f"on Ray ({address or 'local instance'})")
-                         if planned.todo else ""), highlight=False)
+                         if planned.todo else "")
+                      + (f"; then up to {budget} seeds a variant where a claim is open" if settling else ""),
+                      highlight=False)
         if executor is None and planned.todo:
             started = time.perf_counter()
             seconds = grid_seconds(planned.jobs, choice.jobs, choice.threads)
-            console.print(estimate_line(seconds, choice.jobs, started) + (", this round" if until_settled else ""),
+            console.print(estimate_line(seconds, choice.jobs, started) + (", this round" if settling else ""),
                           highlight=False)
         if dry_run:
             return
@@ -263,7 +272,7 @@ def ablate(
 
             require_ray()  # the one-line hint before the progress display starts
         try:
-            if until_settled:
+            if settling:
                 with LiveProgress(len(planned.todo)) as live:
                     def on_round(done: Round) -> None:
                         if done.added:
@@ -298,6 +307,16 @@ def ablate(
             raise typer.Exit(1)
 
     guarded(run)
+
+
+def settled_before(folder: Path) -> Design | None:
+    """The planned looks of a grid folder whose seeds ``--until-settled`` added (None for any other)."""
+    from gptlab.results import read_manifest
+
+    try:
+        return read_manifest(folder)[0].design
+    except GptlabError:
+        return None
 
 
 def round_note(done: Round) -> str:

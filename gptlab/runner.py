@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Collection, Iterable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -227,9 +227,9 @@ def is_finished(runs_dir: Path, spec: RunSpec, since: str = "") -> bool:
     return (record.grid, record.variant, record.seed) == (spec.grid, spec.variant, spec.seed) and record.created >= since
 
 
-def to_run(specs: Sequence[RunSpec], runs_dir: Path, force: bool, since: str = "") -> list[RunSpec]:
-    """The runs without a record (created at or after ``since``, when given); all of them with ``force``."""
-    return list(specs) if force else [s for s in specs if not is_finished(runs_dir, s, since)]
+def to_run(specs: Sequence[RunSpec], runs_dir: Path, force: bool, kept: Collection[str] = ()) -> list[RunSpec]:
+    """The runs without a record; with ``force`` all of them but those in ``kept`` (trained by this call)."""
+    return [s for s in specs if s.key not in kept] if force else [s for s in specs if not is_finished(runs_dir, s)]
 
 
 def write_manifest(grid: Grid, grid_dir: Path, device: str, trained: bool) -> bool:
@@ -409,18 +409,17 @@ def claim(jobs: list[Job], locks: Locks, outcome: GridOutcome, on_event: OnEvent
 
 
 def plan(grid: Grid, out: str | Path, force: bool = False, group_seeds: bool | None = None,
-         fresh_since: str = "") -> GridOutcome:
-    """What ``run_grid`` would do: the runs without a record (created since ``fresh_since``, when given; all with
-    ``force``), as jobs."""
+         kept: Collection[str] = ()) -> GridOutcome:
+    """What ``run_grid`` would do: the runs without a record (all with ``force``, but those ``kept``), as jobs."""
     specs = grid.runs()
-    todo = to_run(specs, Path(out) / grid.name / "runs", force, fresh_since)
+    todo = to_run(specs, Path(out) / grid.name / "runs", force, kept)
     grouping = default_grouping(specs[0].config.train.device) if group_seeds is None else group_seeds
     return GridOutcome(specs, todo, plan_jobs(todo, grouping))
 
 
 def run_grid(grid: Grid, out: str | Path = "reports", jobs: int = 1, force: bool = False,
              group_seeds: bool | None = None, executor: Executor | None = None,
-             on_event: OnEvent | None = None, fresh_since: str = "") -> GridOutcome:
+             on_event: OnEvent | None = None, kept: Collection[str] = ()) -> GridOutcome:
     """Train the grid's runs that have no record yet (all with ``force``) into ``out/<grid.name>/runs/``.
 
     Runs that differ only in their seed train as one stacked model where ``group_seeds`` (default: on CUDA).
@@ -432,7 +431,7 @@ def run_grid(grid: Grid, out: str | Path = "reports", jobs: int = 1, force: bool
 
     # a record created after this moment is another process's work (claim skips it)
     since = datetime.now(timezone.utc).isoformat(timespec="seconds")  # pragma: no mutate (now(None): local time, UTC here)
-    outcome = plan(grid, out, force, group_seeds, fresh_since)
+    outcome = plan(grid, out, force, group_seeds, kept)
     grid_dir = Path(out) / grid.name
     write_manifest(grid, grid_dir, str(resolve_device(outcome.specs[0].config.train.device)),
                    trained=bool(outcome.todo))
@@ -465,17 +464,16 @@ def run_until_settled(grid: Grid, out: str | Path = "reports", max_seeds: int = 
     the variants that an unsettled claim involves, until every claim holds or is contradicted at the rule's
     looks (``gptlab.sequential``) or ``max_seeds`` per variant are spent. The added runs are ordinary records;
     which variant needs which seeds is replayed from the records each round, so the same call resumes.
-    ``force`` retrains every run once (records older than this call are not counted). Returns the rounds'
-    outcomes as one."""
+    ``force`` retrains every run once. Returns the rounds' outcomes as one."""
     from gptlab.results import load_grid_runs
     from gptlab.sequential import Design
 
     grid.design = Design(len(grid.seeds), len(grid.seeds), max_seeds)
     grid.seed_counts = {}
-    since = datetime.now(timezone.utc).isoformat(timespec="seconds") if force else ""  # pragma: no mutate (now(None): local time, UTC here)
-    outcomes = []
+    outcomes: list[GridOutcome] = []
     while True:
-        outcome = run_grid(grid, out, jobs, False, group_seeds, executor, on_event, fresh_since=since)
+        trained = {key for o in outcomes for key in o.finished}
+        outcome = run_grid(grid, out, jobs, force, group_seeds, executor, on_event, kept=trained)
         outcomes.append(outcome)
         settlement = load_grid_runs(Path(out) / grid.name).settlement(grid.design)
         before = {name: grid.seeds_of(name) for name in settlement.wanted}

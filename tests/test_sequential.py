@@ -142,3 +142,141 @@ def test_a_claim_involves_its_variant_and_what_it_is_compared_with():
     assert involved(Claim("a", kind="worse"), "base") == ["a", "base"]
     assert involved(Claim("a", kind="same", than="b", within=0.1), "base") == ["a", "b"]
     assert involved(Claim("a", near=2.0, within=0.1), "base") == ["a"]
+
+
+# -- seeds until settled, end to end with an executor that trains nothing ------------------------------------
+
+GRID = """name: g
+preset: bigram
+set: {train.max_iters: 10}
+grid: {train.lr: [0.01, 0.02, 0.03]}
+seeds: [1, 2, 3]
+claims:
+"""
+
+
+class MadeUp:
+    """An executor whose runs' final val losses are ``means[lr] + noise(seed)``, one job at a time."""
+
+    def __init__(self, means):
+        self.means, self.trained = means, []
+
+    def run(self, jobs, on_event, on_done):
+        import random
+
+        from gptlab.record import RunRecord
+
+        for job in jobs:
+            records = []
+            for spec in job.specs:
+                self.trained.append((spec.variant, spec.seed))
+                loss = self.means[spec.config.train.lr] + random.Random(spec.seed).gauss(0, 0.01)
+                records.append(RunRecord(
+                    key=spec.key, grid=spec.grid, variant=spec.variant, seed=spec.seed, config=spec.config.to_dict(),
+                    status="done", final_val_loss=loss, best_val_loss=loss, final_train_loss=loss, diverged_at=None,
+                    history=[{"step": 0, "val_loss": 4.0}], params=1, tokens_per_sec=1.0, wall_time=2.0,
+                    device="cpu", torch_version="t", gptlab_version="v", git_commit="c", sample="",
+                    created="2000-01-01T00:00:00+00:00"))
+            on_done(job, records, None)
+
+
+def until_settled(tmp_path, claims, means, max_seeds=9, force=False):
+    from gptlab.grid import load_grid
+    from gptlab.runner import run_until_settled
+
+    path = tmp_path / "g.yaml"
+    path.write_text(GRID + "".join(f"  - {c}\n" for c in claims))
+    executor, rounds = MadeUp(means), []
+    outcome = run_until_settled(load_grid(path), tmp_path / "out", max_seeds, executor=executor,
+                                on_round=rounds.append, force=force)
+    return executor, rounds, outcome
+
+
+def test_seeds_go_in_rounds_to_the_variants_of_open_claims_until_the_budget(tmp_path):
+    from gptlab.results import load_grid_runs
+
+    claims = ['{variant: "lr=0.02", is: worse}', '{variant: "lr=0.03", is: worse}']
+    executor, rounds, outcome = until_settled(tmp_path, claims, {0.01: 2.0, 0.02: 2.0, 0.03: 2.5})
+    assert sorted(executor.trained[:9]) == sorted((f"lr={lr}", s) for lr in (0.01, 0.02, 0.03) for s in (1, 2, 3))
+    added = sorted(executor.trained[9:])  # claim 2 settled at look 1; claim 1 (no effect) takes every round
+    assert added == sorted((v, s) for v in ("lr=0.01", "lr=0.02") for s in range(4, 10))
+    assert [r.added for r in rounds] == [{"lr=0.02": [4, 5, 6], "lr=0.01": [4, 5, 6]},
+                                         {"lr=0.02": [7, 8, 9], "lr=0.01": [7, 8, 9]}, {}]
+    assert [r.settlement.looks_taken for r in rounds] == [1, 2, 3]
+    assert len(outcome.todo) == 21 and len(outcome.finished) == 21 and not outcome.failed
+    grid_runs = load_grid_runs(tmp_path / "out" / "g")
+    assert grid_runs.grid.seed_counts == {"lr=0.02": 9, "lr=0.01": 9} and grid_runs.grid.design == Design(3, 3, 9)
+    assert len(grid_runs.records) == 21 and not grid_runs.missing() and not grid_runs.skipped
+    assert [r.status for r in grid_runs.claim_results()] == [OPEN, HOLDS]
+    assert grid_runs.claim_results()[1].seeds == (3, 3)
+    again, again_rounds, _ = until_settled(tmp_path, claims, {0.01: 2.0, 0.02: 2.0, 0.03: 2.5})
+    assert again.trained == [] and [r.settlement.looks_taken for r in again_rounds] == [1, 2, 3]  # it resumes
+    forced, _, _ = until_settled(tmp_path, claims, {0.01: 2.0, 0.02: 2.0, 0.03: 2.5}, force=True)
+    assert sorted(forced.trained) == sorted(executor.trained)  # every run once more, none twice
+
+
+def test_a_grid_whose_claims_settle_at_the_first_look_gets_no_seeds(tmp_path):
+    executor, rounds, outcome = until_settled(tmp_path, ['{variant: "lr=0.03", is: worse}'],
+                                              {0.01: 2.0, 0.02: 2.0, 0.03: 2.5})
+    assert len(executor.trained) == 9 and [r.added for r in rounds] == [{}] and len(outcome.jobs) == 9
+
+
+def test_the_report_says_each_variants_seeds_why_and_the_rule(tmp_path):
+    from gptlab.report import render, reproduce_command
+    from gptlab.results import load_grid_runs, summarize_grid
+
+    claims = ['{variant: "lr=0.02", is: worse}', '{variant: "lr=0.03", is: worse}']
+    until_settled(tmp_path, claims, {0.01: 2.0, 0.02: 2.0, 0.03: 2.5}, max_seeds=6)
+    grid_runs = load_grid_runs(tmp_path / "out" / "g")
+    text = render(grid_runs)[0].read_text()
+    assert "- Seeds until settled: looks planned at 3, 6 seeds per variant, 2 taken;" in text
+    assert "  - `lr=0.01`: 6 (claim 1 open; claim 2 settled at look 1)\n" in text
+    assert "  - `lr=0.03`: 3 (claim 2 settled at look 1)\n" in text
+    assert "Lan-DeMets' Pocock-type alpha spending" in text and "look 2 of 2 (6 seeds): adjusted p=" in text
+    assert reproduce_command(grid_runs).endswith(" --until-settled --max-seeds 6 --out " +
+                                                 (tmp_path / "out").as_posix())
+    rows = {r.variant: (r.runs, r.seeds) for r in summarize_grid(grid_runs)}
+    assert rows == {"lr=0.01": (6, 6), "lr=0.02": (6, 6), "lr=0.03": (3, 3)}
+
+
+def test_ablate_until_settled_adds_rounds_says_why_and_a_plain_ablate_goes_on_so(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from gptlab.cli import app
+
+    import gptlab.runner
+
+    class InProcess:
+        """Trains each job here, one after another (no worker processes to start: seconds saved)."""
+
+        def __init__(self, jobs=1, cores=None):
+            pass
+
+        def run(self, jobs, on_event, on_done):
+            for job in jobs:
+                on_done(job, gptlab.runner.execute_job(job, on_event), None)
+
+    monkeypatch.setattr(gptlab.runner, "LocalProcessExecutor", InProcess)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.yaml").write_text("name: g\npreset: bigram\nset: {train.max_iters: 5, train.eval_interval: 5, "
+                                     "train.eval_windows: 8}\ngrid: {train.lr: [0.01, 0.0100001]}\nseeds: [1, 2]\n"
+                                     "claims:\n  - {variant: \"lr=0.0100001\", is: better}\n")
+    runner = CliRunner()
+    first = runner.invoke(app, ["ablate", "g.yaml", "--until-settled", "--max-seeds", "4", "--jobs", "1"],
+                          env={"COLUMNS": "200"})
+    assert first.exit_code == 0, first.output
+    assert "look 1: claim 1 not settled; adding lr=0.0100001: seeds 3-4; lr=0.01: seeds 3-4" in first.output
+    readme = tmp_path / "reports" / "g" / "README.md"
+    assert "look 2 of 2 (4 seeds): adjusted p=" in readme.read_text() and "the budget is spent" in readme.read_text()
+    before = readme.read_text()
+    again = runner.invoke(app, ["ablate", "g.yaml"], env={"COLUMNS": "200"})
+    assert again.exit_code == 0, again.output
+    assert "reports/g: its seeds were added until settled (at most 4 a variant): going on so" in again.output
+    assert "4 runs (2 variants x 2 seeds), 4 already done, 0 to run; then up to 4 seeds a variant where a claim is " \
+           "open" in again.output
+    assert readme.read_text() == before
+    for args, message in ((["--max-seeds", "4"], "--max-seeds goes with --until-settled"),
+                          (["--until-settled", "--max-seeds", "1"],
+                           "--max-seeds = 1 is not allowed; must be at least the grid's 2 seeds")):
+        refused = runner.invoke(app, ["ablate", "g.yaml", *args])
+        assert refused.exit_code == 2 and message in refused.output
