@@ -157,7 +157,8 @@ def with_file_words(grid: Grid, folder: Path) -> tuple[Grid, str]:
     differ = [name for name in WORDS if getattr(grid, name) != getattr(fresh, name)]
     if not differ:
         return grid, ""
-    return fresh, (f"stale: grid.json's {' and '.join(differ)} differ from {path.as_posix()}, whose words the report "
+    verb = "differ" if differ == ["claims"] or len(differ) > 1 else "differs"
+    return fresh, (f"stale: grid.json's {' and '.join(differ)} {verb} from {path.as_posix()}, whose words the report "
                    f"uses; `gptlab ablate {grid.source}` refreshes it (training only runs without a record)")
 
 

@@ -168,12 +168,13 @@ def test_a_grid_takes_the_words_of_its_file_and_names_each_field_grid_json_says_
     source = tmp_path / "g.yaml"
     assert results.load_grid_runs(grid_dir).stale == ""
     text = source.read_text()
-    for edit, fields in (("title: New\n", "title"), ("insight: Why.\n", "insight"),
-                         ("claims: [{variant: b, is: worse}]\n", "claims"),
-                         ("title: New\ninsight: Why.\nclaims: [{variant: b, is: worse}]\n", "title and insight and claims")):
+    for edit, fields, verb in (("title: New\n", "title", "differs"), ("insight: Why.\n", "insight", "differs"),
+                               ("claims: [{variant: b, is: worse}]\n", "claims", "differ"),
+                               ("title: New\ninsight: Why.\nclaims: [{variant: b, is: worse}]\n",
+                                "title and insight and claims", "differ")):
         source.write_text(text + edit)
         runs = results.load_grid_runs(grid_dir)
-        assert runs.stale == (f"stale: grid.json's {fields} differ from {source.as_posix()}, whose words the report "
+        assert runs.stale == (f"stale: grid.json's {fields} {verb} from {source.as_posix()}, whose words the report "
                               f"uses; `gptlab ablate {source}` refreshes it (training only runs without a record)")
     assert (runs.grid.title, runs.grid.insight) == ("New", "Why.")
     assert [c.variant for c in runs.grid.claims] == ["b"] and runs.claim_results()[0].claim.kind == "worse"
