@@ -168,8 +168,10 @@ def _test(claim: Claim, diff: Difference, spread: float, samples: int) -> _Test:
     return _Test(diff, min(inside, beyond), holds, gap, spread, samples)
 
 
-def evaluate(claims: Sequence[Claim], losses: dict[str, list[float]], baseline: str) -> list[ClaimResult]:
-    """Each claim's status from the finished runs' final val losses (variant -> one value per seed)."""
+def evaluate(claims: Sequence[Claim], losses: dict[str, list[float]], baseline: str,
+             level: float = ALPHA) -> list[ClaimResult]:
+    """Each claim's status from the finished runs' final val losses (variant -> one value per seed): it holds or
+    is contradicted when its adjusted p-value is below ``level`` (one look's, in a sequential design)."""
     prepared: list[tuple[Claim, _Test | None, str, tuple[int, int]]] = []
     for claim in claims:
         own = losses.get(claim.variant, [])
@@ -204,7 +206,7 @@ def evaluate(claims: Sequence[Claim], losses: dict[str, list[float]], baseline: 
             results.append(ClaimResult(claim, text, OPEN, None, None, None, seeds, None, reason))
             continue
         p = next(adjusted)
-        if p < ALPHA:  # pragma: no mutate (<=: a p-value exactly ALPHA)
+        if p < level:  # pragma: no mutate (<=: a p-value exactly at the level)
             status = HOLDS if test.holds_if_significant else CONTRADICTED
             needed, why = None, f"adjusted {format_p(p)}"
         else:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -25,12 +26,13 @@ from gptlab.errors import GptlabError, choice_error
 if TYPE_CHECKING:
     from gptlab.grid import Grid
     from gptlab.results import GridRuns
-    from gptlab.runner import GridOutcome
+    from gptlab.runner import GridOutcome, Round
+    from gptlab.sequential import Design
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 
 SetOption = typer.Option(None, "--set", help="Override a config field, e.g. --set model.n_layer=4 (repeatable).")
-DeviceOption = typer.Option(None, "--device", help="auto (CUDA when present), cpu or cuda.")
+DeviceOption = typer.Option(None, "--device", help="auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda or mps.")
 PluginOption = typer.Option(None, "--plugin", help="A .py file that registers variants (repeatable); all of it runs, "
                                                    "like an import.")
 SLOW_RUN_S = 120  # warn before a CPU run estimated to take longer than this
@@ -270,10 +272,17 @@ def ablate(
     scale: Optional[str] = typer.Option(None, "--scale", help="A scale the grid file declares (default: cpu)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the runs, how they are grouped, and exit."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="N seeds: the file's first N (more: counting on)."),
-    jobs: int = typer.Option(1, "--jobs", help="Jobs at once, in processes that split the CPU cores."),
+    jobs: str = typer.Option("auto", "--jobs",
+                             help="Jobs at once, in processes that split the CPU cores; auto: as many as the cores "
+                                  "allow at the threads a run uses (and the memory)."),
     group_seeds: Optional[bool] = typer.Option(None, "--group-seeds/--no-group-seeds", show_default="on CUDA",
                                                help="Train a variant's seeds as one stacked model."),
     force: bool = typer.Option(False, "--force", help="Rerun runs that already have a record."),
+    until_settled: bool = typer.Option(False, "--until-settled",
+                                       help="Add seeds in rounds to the variants of unsettled claims until every "
+                                            "claim holds or is contradicted (a group-sequential rule)."),
+    max_seeds: Optional[int] = typer.Option(None, "--max-seeds", show_default="40",
+                                            help="With --until-settled: the most seeds a variant gets."),
     out: Path = typer.Option(Path("reports"), "--out", help="Results folder; the grid writes OUT/<name>/."),
     max_runs: int = typer.Option(1000, "--max-runs", help="Refuse a grid of more runs than this."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files of the runs."),
@@ -292,10 +301,11 @@ def ablate(
         from gptlab.display import LiveProgress
         from gptlab.grid import check_grid, load_grid
         from gptlab.results import load_grid_runs, summarize_grid, write_tables
-        from gptlab.runner import plan, run_grid
+        from gptlab.runner import DEFAULT_MAX_SEEDS, Round, plan, run_grid, run_until_settled
 
-        if jobs < 1:
-            raise GptlabError(f"--jobs = {jobs} is not allowed; must be >= 1")
+        from gptlab.capacity import choose_jobs, estimate_line, grid_seconds, parse_jobs
+
+        requested = parse_jobs(jobs)
         if executor_name not in ("local", "ray"):
             raise choice_error("--executor", executor_name, ["local", "ray"])
         executor = None
@@ -305,28 +315,58 @@ def ablate(
             executor = RayExecutor(address, cpus_per_run, gpus_per_run)  # checks the numbers; imports no Ray
         elif address is not None or gpus_per_run != 0 or cpus_per_run != 1:
             raise GptlabError("--address, --gpus-per-run and --cpus-per-run are for --executor ray")
+        if max_seeds is not None and not until_settled:
+            raise GptlabError("--max-seeds goes with --until-settled")
         grid = load_grid(grid_file, parse_set_args(sets or []), device, seeds, scale, max_runs)
         check_grid(grid)
+        design = settled_before(out / grid.name)
+        settling = until_settled or design is not None  # a folder whose seeds were added until settled stays so
+        budget = max_seeds or (design.max_seeds if design else DEFAULT_MAX_SEEDS)
+        if settling:
+            from gptlab.sequential import Design
+
+            Design(len(grid.seeds), len(grid.seeds), budget)  # checks --max-seeds against the grid's seeds
+        if design is not None and not until_settled:
+            console.print(f"{out / grid.name}: its seeds were added until settled (at most {budget} a variant): "
+                          "going on so (its records are replayed; new seeds only where a claim is open)",
+                          highlight=False)
         planned = plan(grid, out, force, group_seeds)
+        choice = choose_jobs(grid, len(planned.jobs), requested, settling)
         if dry_run:
             show_plan(grid, planned, out)
-            return
         console.print(f"[bold]{grid.title}[/] (scale {grid.scale}): {len(planned.specs)} runs "
                       f"({len(grid.variants)} variants x {len(grid.seeds)} seeds), "
                       f"{len(planned.specs) - len(planned.todo)} already done, {len(planned.todo)} to run"
-                      + (f" as {len(planned.jobs)} jobs, " + (f"--jobs {jobs}" if executor is None else
+                      + (f" as {len(planned.jobs)} jobs, " + (choice.why if executor is None else
                                                                f"on Ray ({address or 'local instance'})")
-                         if planned.todo else ""), highlight=False)
+                         if planned.todo else "")
+                      + (f"; then up to {budget} seeds a variant where a claim is open" if settling else ""),
+                      highlight=False)
+        if executor is None and planned.todo:
+            started = time.perf_counter()
+            seconds = grid_seconds(planned.jobs, choice.jobs, choice.threads)
+            console.print(estimate_line(seconds, choice.jobs, started) + (", this round" if settling else ""),
+                          highlight=False)
+        if dry_run:
+            return
         if executor is not None and planned.todo:
             from gptlab.ray_executor import require_ray
 
             require_ray()  # the one-line hint before the progress display starts
         try:
-            if planned.todo:
+            if settling:
                 with LiveProgress(len(planned.todo)) as live:
-                    outcome = run_grid(grid, out, jobs, force, group_seeds, executor=executor, on_event=live)
+                    def on_round(done: Round) -> None:
+                        if done.added:
+                            live.add_runs(sum(map(len, done.added.values())), round_note(done))
+
+                    outcome = run_until_settled(grid, out, budget, choice.jobs, force, group_seeds, executor, live,
+                                                on_round)
+            elif planned.todo:
+                with LiveProgress(len(planned.todo)) as live:
+                    outcome = run_grid(grid, out, choice.jobs, force, group_seeds, executor=executor, on_event=live)
             else:
-                outcome = run_grid(grid, out, jobs, force, group_seeds, executor=executor)
+                outcome = run_grid(grid, out, choice.jobs, force, group_seeds, executor=executor)
         except KeyboardInterrupt:
             err_console.print("interrupted: the workers are stopped; finished runs are saved, run the same command "
                               "again to resume")
@@ -349,6 +389,25 @@ def ablate(
             raise typer.Exit(1)
 
     guarded(run)
+
+
+def settled_before(folder: Path) -> Design | None:
+    """The planned looks of a grid folder whose seeds ``--until-settled`` added (None for any other)."""
+    from gptlab.results import read_manifest
+
+    try:
+        return read_manifest(folder)[0].design
+    except GptlabError:
+        return None
+
+
+def round_note(done: Round) -> str:
+    """One line per round of seeds until settled: the look taken, what stays open, the seeds added."""
+    settlement = done.settlement
+    open_claims = sorted({i for claims in settlement.open_claims.values() for i in claims})
+    added = "; ".join(f"{name}: seeds {seeds[0]}-{seeds[-1]}" for name, seeds in done.added.items())
+    return (f"look {settlement.looks_taken}: claim{'s' if len(open_claims) > 1 else ''} "
+            f"{', '.join(map(str, open_claims))} not settled; adding {added}")
 
 
 def variant_axes(grid: Grid) -> dict[str, dict[str, str]] | None:
@@ -385,7 +444,7 @@ def report_command(
     fmt: str = typer.Option("rich", "--format",
                             help="rich: render the reports, then show tables; markdown, csv, json: print only."),
     only: Optional[str] = typer.Option(None, "--grid", help="Only this grid (its folder name)."),
-    check: bool = typer.Option(False, "--check", help="Check every grid's claims; exit 1 if one is contradicted."),
+    check: bool = typer.Option(False, "--check", help="Check every grid's claims; exit 1 if one is contradicted or a report is stale."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files of the runs."),
 ) -> None:
     """Render each grid's README.md and figures (and the index) from its run records, or export or check them."""
@@ -408,9 +467,13 @@ def report_command(
             missing = grid_runs.missing()
             for line in grid_runs.skipped + ([f"{len(missing)} runs missing"] if missing else []):
                 notes.print(f"[yellow]{grid_runs.grid.name}:[/] {line}", highlight=False, soft_wrap=True)
+        stale = [g for g in loaded if g.stale]
+        for grid_runs in stale:
+            err_console.print(f"[bold red]{grid_runs.folder.as_posix()}:[/] {grid_runs.stale}", highlight=False,
+                              soft_wrap=True)
         if check:
             contradicted = check_claims(loaded)
-            raise typer.Exit(1 if contradicted else 2 if broken else 0)
+            raise typer.Exit(1 if contradicted or stale else 2 if broken else 0)
         export(loaded, fmt, path if only is None else None)
         if tensorboard:
             for grid_runs in loaded:

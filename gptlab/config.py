@@ -22,7 +22,7 @@ DEFAULT_DATA = "data/tinyshakespeare.txt"
 ARCHS = ["gpt", "bigram"]
 INITS = ["normal", "torch"]
 LR_SCHEDULES = ["constant", "cosine"]
-DEVICES = ["auto", "cpu", "cuda"]
+DEVICES = ["auto", "cpu", "cuda", "mps"]
 INT_LIMIT = 2**63  # integer fields fit a signed 64-bit integer (torch's seeds, sizes)
 
 

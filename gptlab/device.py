@@ -1,9 +1,14 @@
-"""Where a run executes: CPU or CUDA, chosen with ``--device auto|cpu|cuda``, with what precision, and how many
-CPU threads it uses.
+"""Where a run executes: CPU, CUDA or Apple's GPU (MPS), chosen with ``--device auto|cpu|cuda|mps``, with what
+precision, and how many CPU threads it uses. ``auto`` takes CUDA when present, then MPS (a Mac with Apple
+silicon), then the CPU.
 
 On CUDA, matmuls run under autocast: bf16 on cards that compute it natively (compute capability 8.0 and
 later: A100, H100, RTX 30xx on), fp16 with a gradient scaler on older ones (T4, V100), as nanoGPT does;
-TF32 is allowed for what stays in fp32. The CPU trains in fp32.
+TF32 is allowed for what stays in fp32. The CPU trains in fp32, and so does MPS: nanoGPT's MacBook recipe
+(``--device=mps``) runs it without autocast, where fp16 would need a gradient scaler and bf16 is not on every
+Apple GPU. On MPS the fused attention kernel (``scaled_dot_product_attention``) is used as on CUDA, and seeds
+train one by one (seed groups are a CUDA default: vmap's speed on MPS is unmeasured). No Mac was at hand to
+measure any of it.
 """
 
 from __future__ import annotations
@@ -20,11 +25,19 @@ if TYPE_CHECKING:
     from gptlab.config import RunConfig
 
 
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
 def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA, then MPS, then the CPU; a backend named but absent is a one-line error."""
+    available = {"cuda": torch.cuda.is_available(), "mps": mps_available()}
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GptlabError("train.device = 'cuda' is not available on this machine; allowed: auto, cpu")
+        return torch.device(next((kind for kind, here in available.items() if here), "cpu"))
+    if not available.get(name, True):
+        allowed = ", ".join(["auto", "cpu"] + [kind for kind, here in available.items() if here])
+        raise GptlabError(f"train.device = {name!r} is not available on this machine; allowed: {allowed}")
     return torch.device(name)
 
 

@@ -74,6 +74,12 @@ class LiveProgress:
     def __exit__(self, *exc: Any) -> None:
         self.bar.__exit__(*exc)
 
+    def add_runs(self, count: int, note: str) -> None:
+        """``count`` more runs to train (a round of seeds until settled), announced by ``note``."""
+        total = self.bar.tasks[self.overall].total or 0
+        self.bar.update(self.overall, total=total + count)
+        self.bar.console.print(note, highlight=False, soft_wrap=True)
+
     def __call__(self, event: RunEvent) -> None:
         if event.kind in ("finished", "failed"):
             self.end(event)

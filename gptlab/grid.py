@@ -20,6 +20,7 @@ from gptlab.claims import Claim, parse_claims
 from gptlab.config import (ARCHS, DEVICES, LR_SCHEDULES, NANOGPT_RECIPE, PRESETS, RunConfig, apply_overrides, preset,
                            set_field, validate)
 from gptlab.files import PROJECT_ROOT
+from gptlab.sequential import Design
 from gptlab.errors import GptlabError, choice_error, key_text, short
 from gptlab.learner import file_path, is_model_file, load_plugin, resolve_arch
 
@@ -78,6 +79,16 @@ class Grid:
     scales: list[str] = field(default_factory=lambda: [DEFAULT_SCALE])  # every scale the file declares
     claims: list[Claim] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)  # files that register variants, loaded with the grid
+    design: Design | None = None     # the planned looks when seeds are added until the claims settle
+    seed_counts: dict[str, int] = field(default_factory=dict)  # variant -> its seeds, where more than ``seeds``
+
+    def seeds_of(self, variant: str) -> list[int]:
+        """A variant's seeds: the grid's, then (seeds added until settled) counting on from the largest."""
+        return select_seeds(self.seeds, max(len(self.seeds), self.seed_counts.get(variant, 0)))
+
+    @property
+    def run_count(self) -> int:
+        return sum(len(self.seeds_of(name)) for name in self.variant_names)
 
     def config(self, variant: Variant, seed: int) -> RunConfig:
         """The variant's preset, then the grid's ``set``, then the variant's own overrides, then the seed."""
@@ -88,7 +99,7 @@ class Grid:
     def runs(self) -> list[RunSpec]:
         specs = []
         for variant in self.variants:
-            for seed in self.seeds:
+            for seed in self.seeds_of(variant.name):
                 cfg = self.config(variant, seed)
                 specs.append(RunSpec(self.name, variant.name, seed, cfg, cfg.key()))
         return specs
@@ -99,7 +110,9 @@ class Grid:
 
     def manifest(self) -> dict[str, Any]:
         """The grid.json fields that describe what runs (``runner.write_manifest`` adds provenance)."""
-        return {
+        sequential = {} if self.design is None else {
+            "until_settled": {**self.design.to_dict(), "seed_counts": self.seed_counts}}
+        return {**sequential,
             "name": self.name, "title": self.title, "insight": self.insight, "preset": self.preset,
             "set": self.set, "seeds": self.seeds, "baseline": self.baseline, "metric": self.metric,
             "source": self.source, "scale": self.scale, "scales": self.scales,
@@ -140,6 +153,7 @@ class Grid:
             baseline=baseline, metric=source.metric(raw.get("metric")), source=str(raw.get("source", "")),
             scale=source.text(raw.get("scale", DEFAULT_SCALE), "scale"), scales=scales,
             claims=parse_claims(raw.get("claims"), names, source.error), plugins=plugins,
+            **source.until_settled(raw.get("until_settled"), names),
         )
 
 
@@ -208,6 +222,21 @@ class GridSource:
 
     def optional_text(self, value: Any, key_path: str) -> str:
         return "" if value is None else self.text(value, key_path) if str(value).strip() else ""
+
+    def until_settled(self, raw: Any, variants: list[str]) -> dict[str, Any]:
+        """grid.json's ``until_settled`` (the looks planned and each extended variant's seeds) as Grid fields."""
+        if raw is None:
+            return {}
+        try:
+            design = Design.from_dict(raw)
+        except GptlabError as err:
+            raise self.error("until_settled", str(err)) from None
+        counts = raw.get("seed_counts")
+        if not isinstance(counts, dict) or not all(name in variants and type(n) is int and n <= design.max_seeds
+                                                   for name, n in counts.items()):
+            raise self.error("until_settled.seed_counts", f"{short(counts)} is not allowed; expected variant -> "
+                                                          f"seeds, at most {design.max_seeds}")
+        return {"design": design, "seed_counts": counts}
 
     def folder_name(self, value: Any) -> str:
         name = self.text(value, "name")

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from gptlab.claims import ClaimResult, evaluate
+from gptlab.claims import ClaimResult, evaluate, parse_claims
 from gptlab.config import RunConfig
 from gptlab.errors import GptlabError
 from gptlab.files import write_if_changed
-from gptlab.grid import Grid
+from gptlab.grid import Grid, GridSource
 from gptlab.record import RecordError, RunRecord, load_record
+from gptlab.sequential import Design, Settlement, settle
 from gptlab.stats import compare_to_baseline, summarize
 
 if TYPE_CHECKING:
@@ -45,18 +46,24 @@ class GridRuns:
     provenance: dict[str, Any]      # grid.json's gptlab_version, git_commit, device, created
     records: list[RunRecord]        # one per (variant, seed) of the grid, as far as finished
     skipped: list[str] = field(default_factory=list)  # "<file>: <why it was not used>"
+    stale: str = ""                 # one line when grid.json's words disagree with the grid file they came from
 
     def runs_of(self, variant: str) -> list[RunRecord]:
         return sorted((r for r in self.records if r.variant == variant), key=lambda r: r.seed)
 
     def missing(self) -> list[str]:
         done = {(r.variant, r.seed) for r in self.records}
-        return [f"{name} (seed {seed})" for name in self.grid.variant_names for seed in self.grid.seeds
+        return [f"{name} (seed {seed})" for name in self.grid.variant_names for seed in self.grid.seeds_of(name)
                 if (name, seed) not in done]
 
     def finished_losses(self) -> dict[str, list[float]]:
-        return {name: [r.final_val_loss for r in finished(self.runs_of(name)) if r.final_val_loss is not None]
-                for name in self.grid.variant_names}
+        """variant -> the final val losses of its finished runs, in the order of its seeds."""
+        out = {}
+        for name in self.grid.variant_names:
+            order = {seed: i for i, seed in enumerate(self.grid.seeds_of(name))}
+            runs = sorted(finished(self.runs_of(name)), key=lambda r: order[r.seed])
+            out[name] = [r.final_val_loss for r in runs if r.final_val_loss is not None]
+        return out
 
     def varied_keys(self) -> set[str]:
         """Dotted keys whose value differs between variants."""
@@ -73,7 +80,14 @@ class GridRuns:
         return {name for name in self.grid.variant_names if self.leaks_future(name)}
 
     def claim_results(self) -> list[ClaimResult]:
+        """Each claim's status: one test of all the seeds, or with seeds added until settled, the looks replayed."""
+        if self.grid.design is not None:
+            return self.settlement(self.grid.design).results
         return evaluate(self.grid.claims, self.finished_losses(), self.grid.baseline)
+
+    def settlement(self, design: Design) -> Settlement:
+        """The claims replayed look by look over ``design``'s planned looks."""
+        return settle(self.grid.claims, self.finished_losses(), self.grid.baseline, design)
 
 
 def leaks_future(model_cfg: Any) -> bool:
@@ -112,14 +126,52 @@ def read_manifest(folder: Path) -> tuple[Grid, dict[str, Any]]:
     return grid, provenance
 
 
+WORDS = ("title", "insight", "claims")  # what a report says about a grid, taken from its grid file when at hand
+
+
+def grid_file(folder: Path, source: str) -> Path | None:
+    """The grid file a folder's grid.json came from: its ``source`` as written, from here or from the project
+    that holds the reports folder (``<project>/reports/<grid>``); None when neither is a file."""
+    if not source:
+        return None
+    path = Path(source)
+    candidates = [path] if path.is_absolute() else [path, folder.parent.parent / path]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def with_file_words(grid: Grid, folder: Path) -> tuple[Grid, str]:
+    """The grid with the title, insight and claims of its grid file (the one source of a grid's words), and a
+    line naming what grid.json's snapshot says otherwise ("" when they agree, or no file is at hand)."""
+    from gptlab.grid import load_grid
+
+    path = grid_file(folder, grid.source)
+    if path is None:
+        return grid, ""
+    try:
+        current = load_grid(path, scale=grid.scale)
+        claims = parse_claims([c.to_dict() for c in current.claims], grid.variant_names,
+                              GridSource(str(path)).error)
+    except GptlabError as err:
+        return grid, f"its grid file cannot give the report its words: {err}"
+    fresh = replace(grid, title=current.title, insight=current.insight, claims=claims)
+    differ = [name for name in WORDS if getattr(grid, name) != getattr(fresh, name)]
+    if not differ:
+        return grid, ""
+    verb = "differ" if differ == ["claims"] or len(differ) > 1 else "differs"
+    return fresh, (f"stale: grid.json's {' and '.join(differ)} {verb} from {path.as_posix()}, whose words the report "
+                   f"uses; `gptlab ablate {grid.source}` refreshes it (training only runs without a record)")
+
+
 def load_grid_runs(folder: str | Path) -> GridRuns:
-    """Read a grid folder: grid.json and the records of the runs it describes. A record that cannot be used
-    (corrupt, another schema, another grid's or variant's, an earlier invocation's) becomes one line in
-    ``skipped``; a grid.json that cannot be read is a one-line GptlabError."""
+    """Read a grid folder: grid.json and the records of the runs it describes, with the words (title, insight,
+    claims) of the grid file it came from when that file is at hand (``stale`` says when grid.json disagrees). A
+    record that cannot be used (corrupt, another schema, another grid's or variant's, an earlier invocation's)
+    becomes one line in ``skipped``; a grid.json that cannot be read is a one-line GptlabError."""
     folder = Path(folder)
-    grid, provenance = read_manifest(folder)
+    snapshot, provenance = read_manifest(folder)
+    grid, stale = with_file_words(snapshot, folder)
     expected = {spec.key: spec for spec in grid.runs()}
-    runs = GridRuns(folder, grid, provenance, [])
+    runs = GridRuns(folder, grid, provenance, [], stale=stale)
     for path in sorted((folder / "runs").glob("*.json")):
         where = path.relative_to(folder).as_posix()
         try:
@@ -147,7 +199,7 @@ class VariantRow:
     is_baseline: bool
     leaks_future: bool
     runs: int                 # finished runs (diverged ones are counted apart)
-    seeds: int                # seeds the grid asks for
+    seeds: int                # seeds the grid asks of this variant
     diverged: int
     diverged_at: list[int]
     mean: float | None
@@ -182,7 +234,7 @@ def none_if_nan(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def variant_rows(runs_by_variant: dict[str, list[RunNumbers]], baseline: str, seeds: int,
+def variant_rows(runs_by_variant: dict[str, list[RunNumbers]], baseline: str, seeds: dict[str, int],
                  leaking: set[str]) -> list[VariantRow]:
     """The one per-variant summary, ranked by mean final val loss (variants without a finished run last).
     A variant that leaks the future is not compared: its low loss is not a result."""
@@ -196,7 +248,7 @@ def variant_rows(runs_by_variant: dict[str, list[RunNumbers]], baseline: str, se
         stats = summarize(losses[name]) if fin else None
         comparison = compared.get(name)
         rows.append(VariantRow(
-            variant=name, is_baseline=name == baseline, leaks_future=name in leaking, runs=len(fin), seeds=seeds,
+            variant=name, is_baseline=name == baseline, leaks_future=name in leaking, runs=len(fin), seeds=seeds[name],
             diverged=len(runs) - len(fin), diverged_at=sorted(r.diverged_at for r in runs if r.diverged_at is not None),
             mean=stats.mean if stats else None, std=none_if_nan(stats.std) if stats else None,
             min=stats.min if stats else None, max=stats.max if stats else None,
@@ -231,7 +283,8 @@ def summarize_grid(grid_runs: GridRuns) -> list[VariantRow]:
     """The ranked table of a grid folder."""
     grid = grid_runs.grid
     runs = {name: [numbers(r) for r in grid_runs.runs_of(name)] for name in grid.variant_names}
-    return variant_rows(runs, grid.baseline, len(grid.seeds), grid_runs.leaking())
+    return variant_rows(runs, grid.baseline, {name: len(grid.seeds_of(name)) for name in grid.variant_names},
+                        grid_runs.leaking())
 
 
 def numbers(record: RunRecord) -> RunNumbers:
@@ -315,7 +368,8 @@ def summary(runs: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
     by_variant = {name: [RunNumbers(r.status, none_if_nan(r.final_val_loss), none_if_nan(r.final_train_loss),
                                     r.tokens_per_sec, int(r.params), none_if_nan(r.diverged_at))
                          for r in runs[runs["variant"] == name].itertuples()] for name in variants}
-    seeds = int(runs.groupby("variant")["seed"].nunique().max())
+    most = int(runs.groupby("variant")["seed"].nunique().max())
+    seeds = {name: most for name in variants}
     leaking = set(runs.loc[runs["leaks_future"].astype(bool), "variant"])
     return pd.DataFrame([row.to_dict() for row in variant_rows(by_variant, baseline, seeds, leaking)], columns=columns)  # pragma: no mutate (rows here: their keys are these columns)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Collection, Iterable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -41,6 +41,7 @@ from gptlab.locks import Locks, describe, lock_path
 from gptlab.record import SAMPLE_SEED, SAMPLE_TOKENS, RecordError, RunRecord, load_record, save_record
 from gptlab.model import GPT
 from gptlab.sampling import attention_map, generate_text, sample_prompt
+from gptlab.sequential import Settlement
 from gptlab.train import Progress, TrainResult, train
 
 PROGRESS_INTERVAL_S = 0.25
@@ -227,8 +228,9 @@ def is_finished(runs_dir: Path, spec: RunSpec, since: str = "") -> bool:
     return (record.grid, record.variant, record.seed) == (spec.grid, spec.variant, spec.seed) and record.created >= since
 
 
-def to_run(specs: Sequence[RunSpec], runs_dir: Path, force: bool) -> list[RunSpec]:
-    return list(specs) if force else [s for s in specs if not is_finished(runs_dir, s)]
+def to_run(specs: Sequence[RunSpec], runs_dir: Path, force: bool, kept: Collection[str] = ()) -> list[RunSpec]:
+    """The runs without a record; with ``force`` all of them but those in ``kept`` (trained by this call)."""
+    return [s for s in specs if s.key not in kept] if force else [s for s in specs if not is_finished(runs_dir, s)]
 
 
 def write_manifest(grid: Grid, grid_dir: Path, device: str, trained: bool) -> bool:
@@ -408,17 +410,18 @@ def claim(jobs: list[Job], locks: Locks, outcome: GridOutcome, on_event: OnEvent
                       if len(mine) > 1 else "alone (the other seeds are held elsewhere)")
 
 
-def plan(grid: Grid, out: str | Path, force: bool = False, group_seeds: bool | None = None) -> GridOutcome:
-    """What ``run_grid`` would do: the runs without a record (all with ``force``), as jobs."""
+def plan(grid: Grid, out: str | Path, force: bool = False, group_seeds: bool | None = None,
+         kept: Collection[str] = ()) -> GridOutcome:
+    """What ``run_grid`` would do: the runs without a record (all with ``force``, but those ``kept``), as jobs."""
     specs = grid.runs()
-    todo = to_run(specs, Path(out) / grid.name / "runs", force)
+    todo = to_run(specs, Path(out) / grid.name / "runs", force, kept)
     grouping = default_grouping(specs[0].config.train.device) if group_seeds is None else group_seeds
     return GridOutcome(specs, todo, plan_jobs(todo, grouping))
 
 
 def run_grid(grid: Grid, out: str | Path = "reports", jobs: int = 1, force: bool = False,
              group_seeds: bool | None = None, executor: Executor | None = None,
-             on_event: OnEvent | None = None) -> GridOutcome:
+             on_event: OnEvent | None = None, kept: Collection[str] = ()) -> GridOutcome:
     """Train the grid's runs that have no record yet (all with ``force``) into ``out/<grid.name>/runs/``.
 
     Runs that differ only in their seed train as one stacked model where ``group_seeds`` (default: on CUDA).
@@ -430,7 +433,7 @@ def run_grid(grid: Grid, out: str | Path = "reports", jobs: int = 1, force: bool
 
     # a record created after this moment is another process's work (claim skips it)
     since = datetime.now(timezone.utc).isoformat(timespec="seconds")  # pragma: no mutate (now(None): local time, UTC here)
-    outcome = plan(grid, out, force, group_seeds)
+    outcome = plan(grid, out, force, group_seeds, kept)
     grid_dir = Path(out) / grid.name
     write_manifest(grid, grid_dir, str(resolve_device(outcome.specs[0].config.train.device)),
                    trained=bool(outcome.todo))
@@ -442,3 +445,54 @@ def run_grid(grid: Grid, out: str | Path = "reports", jobs: int = 1, force: bool
     finally:
         locks.release_all()
     return outcome
+
+
+DEFAULT_MAX_SEEDS = 40  # per variant, for --until-settled
+
+
+@dataclass
+class Round:
+    """One round of seeds until settled: the look just taken, and the seeds each variant gets for the next."""
+
+    settlement: Settlement
+    added: dict[str, list[int]]  # variant -> the seeds it gets next (empty: settled, budget spent, or stuck)
+
+
+def run_until_settled(grid: Grid, out: str | Path = "reports", max_seeds: int = DEFAULT_MAX_SEEDS, jobs: int = 1,
+                      force: bool = False, group_seeds: bool | None = None, executor: Executor | None = None,
+                      on_event: OnEvent | None = None,
+                      on_round: Callable[[Round], None] | None = None) -> GridOutcome:
+    """Train the grid, then add seeds in rounds of the grid's seed count (counting on from its largest seed) to
+    the variants that an unsettled claim involves, until every claim holds or is contradicted at the rule's
+    looks (``gptlab.sequential``) or ``max_seeds`` per variant are spent. The added runs are ordinary records;
+    which variant needs which seeds is replayed from the records each round, so the same call resumes.
+    ``force`` retrains every run once. Returns the rounds' outcomes as one."""
+    from gptlab.results import load_grid_runs
+    from gptlab.sequential import Design
+
+    grid.design = Design(len(grid.seeds), len(grid.seeds), max_seeds)
+    grid.seed_counts = {}
+    outcomes: list[GridOutcome] = []
+    while True:
+        trained = {key for o in outcomes for key in o.finished}
+        outcome = run_grid(grid, out, jobs, force, group_seeds, executor, on_event, kept=trained)
+        outcomes.append(outcome)
+        settlement = load_grid_runs(Path(out) / grid.name).settlement(grid.design)
+        before = {name: grid.seeds_of(name) for name in settlement.wanted}
+        grid.seed_counts = {**grid.seed_counts, **settlement.wanted}
+        added = {name: grid.seeds_of(name)[len(seeds):] for name, seeds in before.items()
+                 if len(grid.seeds_of(name)) > len(seeds)}  # none where the look waits on runs that failed
+        if on_round is not None:
+            on_round(Round(settlement, added))
+        if not added:
+            return merged(outcomes)
+
+
+def merged(outcomes: list[GridOutcome]) -> GridOutcome:
+    """Rounds of one grid as one outcome: the last round's runs, and every round's jobs and ends."""
+    joined = GridOutcome(outcomes[-1].specs, [s for o in outcomes for s in o.todo], [j for o in outcomes for j in o.jobs])
+    for outcome in outcomes:
+        joined.finished.update(outcome.finished)
+        joined.failed.update(outcome.failed)
+        joined.held.update(outcome.held)
+    return joined

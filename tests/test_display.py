@@ -22,7 +22,7 @@ def rendered(renderable) -> str:
 def rows(names, baseline, leaking=()):
     runs = {name: [RunNumbers("done", 2.0 + i / 100 + s / 1000, 1.9, 50_000.0, 42_369, None) for s in range(5)]
             for i, name in enumerate(names)}
-    return variant_rows(runs, baseline, 5, set(leaking))
+    return variant_rows(runs, baseline, dict.fromkeys(runs, 5), set(leaking))
 
 
 def fits(text: str) -> None:

@@ -34,7 +34,7 @@ def test_each_variants_row_of_the_table():
         "leak": [done(0.5), done(0.6)],
         "nan": [RunNumbers("done", None, None, 1.0, 10, None)],  # a done run without a loss is not finished
     }
-    rows = {r.variant: r for r in variant_rows(runs, "base", 3, {"leak"})}
+    rows = {r.variant: r for r in variant_rows(runs, "base", dict.fromkeys(runs, 3), {"leak"})}
     compared = compare_to_baseline({"base": [2.0, 2.1, 2.2], "a": [1.5, 1.6, 1.55], "half": [2.5]}, "base")
     base = summarize([2.0, 2.1, 2.2])
     assert rows["base"] == VariantRow(
@@ -64,13 +64,13 @@ def test_each_variants_row_of_the_table():
     assert (rows["leak"].leaks_future, rows["leak"].verdict, rows["leak"].delta, rows["leak"].runs) == (
         True, "leaks the future", None, 2)
     assert (rows["nan"].runs, rows["nan"].diverged, rows["nan"].verdict) == (0, 1, "diverged")
-    order = [r.variant for r in variant_rows(runs, "base", 3, {"leak"})]
+    order = [r.variant for r in variant_rows(runs, "base", dict.fromkeys(runs, 3), {"leak"})]
     assert order == ["leak", "a", "base", "half", "lost", "none", "nan"]  # by mean, those without one last
 
 
 def test_without_the_baselines_runs_nothing_is_compared():
-    rows = {r.variant: r for r in variant_rows({"base": [diverged(1)], "a": [done(1.0), done(1.1)]}, "base", 2,
-                                               set())}
+    rows = {r.variant: r for r in variant_rows({"base": [diverged(1)], "a": [done(1.0), done(1.1)]}, "base",
+                                               {"base": 2, "a": 2}, set())}
     assert (rows["a"].verdict, rows["a"].delta, rows["a"].p_value) == ("baseline not run", None, None)
     assert rows["base"].verdict == "baseline"
 

@@ -22,7 +22,10 @@ EVERY_RUN = {"train.max_iters": STEPS[-1]}  # the grid's `set`
 
 def write_grid(folder, name, variants, baseline, claims=()):
     source = folder.parent.parent / f"{name}.yaml"
-    source.write_text(yaml.safe_dump({"name": name, "set": EVERY_RUN, "seeds": SEEDS}))
+    source.write_text(yaml.safe_dump({
+        "name": name, "title": f"Title of {name}", "insight": f"Why {name} matters.", "set": EVERY_RUN,
+        "seeds": SEEDS, "baseline": baseline, "claims": list(claims),
+        "variants": [{"name": v, "set": o} for v, o in variants.items()]}, sort_keys=False))
     spec = {
         "name": name, "title": f"Title of {name}", "insight": f"Why {name} matters.", "preset": "lecture",
         "set": EVERY_RUN, "seeds": SEEDS, "baseline": baseline, "metric": "val_loss",
@@ -259,6 +262,60 @@ def test_report_check_exits_1_on_a_contradicted_claim(residuals, masking):
     assert "contradicted: `worse` is better than `base`" in result.output
     assert runner.invoke(app, ["report", str(masking), "--check"]).exit_code == 0
     assert sorted(p for p in residuals.parent.rglob("*")) == before
+
+
+def shipped_copy(tmp_path, name):
+    """A copy of a shipped grid's file and its committed reports folder, as a learner's clone has them."""
+    import shutil
+
+    from gptlab.files import PROJECT_ROOT
+
+    (tmp_path / "ablations").mkdir()
+    shutil.copy(PROJECT_ROOT / "ablations" / f"{name}.yaml", tmp_path / "ablations")
+    shutil.copytree(PROJECT_ROOT / "reports" / name, tmp_path / "reports" / name,
+                    ignore=shutil.ignore_patterns("*.png", "*.csv"))
+    return tmp_path / "ablations" / f"{name}.yaml"
+
+
+def test_report_check_fails_on_an_edited_grid_file_without_ablate(tmp_path, monkeypatch):
+    grid_file = shipped_copy(tmp_path, "residuals")
+    monkeypatch.chdir(tmp_path)
+    before = runner.invoke(app, ["report", "reports", "--check"])
+    assert before.exit_code == 0, before.output
+    assert "residuals: 5 hold, 0 contradicted, 0 not established" in before.output and "stale" not in before.output
+    text = grid_file.read_text()
+    grid_file.write_text(text.replace("is: worse", "is: better", 1))
+    after = runner.invoke(app, ["report", "reports", "--check"])
+    assert after.exit_code == 1, after.output
+    assert "residuals: 4 hold, 1 contradicted, 0 not established" in after.output  # the file's claims, checked
+    assert ("reports/residuals: stale: grid.json's claims differ from ablations/residuals.yaml, whose words the "
+            "report uses") in after.output.replace("\n", " ")
+
+
+def test_a_report_takes_its_words_from_the_grid_file_and_names_the_fields_that_drifted(tmp_path, monkeypatch):
+    grid_file = shipped_copy(tmp_path, "heads")
+    monkeypatch.chdir(tmp_path)
+    raw = yaml.safe_load(grid_file.read_text())
+    raw["title"], raw["insight"] = "A new title", "A new insight."
+    grid_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    grid_runs = load_grid_runs("reports/heads")
+    assert (grid_runs.grid.title, grid_runs.grid.insight) == ("A new title", "A new insight.")
+    assert grid_runs.stale.startswith("stale: grid.json's title and insight differ from ablations/heads.yaml")
+    assert grid_runs.grid.claims and "claims" not in grid_runs.stale
+    result = runner.invoke(app, ["report", "reports", "--check"])
+    assert result.exit_code == 1 and "stale" in result.output
+    assert render(grid_runs)[0].read_text().startswith("# A new title\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the file is found next to the reports folder, from anywhere
+    assert load_grid_runs(tmp_path / "reports" / "heads").grid.title == "A new title"
+    raw["claims"] = [{"variant": "n_head=16", "is": "worse"}]
+    grid_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    broken = load_grid_runs(tmp_path / "reports" / "heads")
+    assert broken.grid.title != "A new title" and "its grid file cannot give the report its words" in broken.stale
+    assert "'n_head=16' matches no variant" in broken.stale
+    grid_file.unlink()
+    gone = load_grid_runs(tmp_path / "reports" / "heads")
+    assert gone.stale == "" and gone.grid.title.startswith("Multi-head attention")  # no file: the snapshot's words
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -138,3 +139,58 @@ def test_tensorboard_event_files_load_in_tensorboards_reader(tmp_path):
     val = events.Scalars("loss/val")
     assert [(e.step, round(e.value, 4)) for e in val] == [(0, 4.3), (10, 2.2)]
     assert val[1].wall_time - val[0].wall_time == pytest.approx(1.5)
+
+
+# -- one source for a grid's words -----------------------------------------------------------------------------
+
+
+def test_the_grid_file_is_found_as_written_or_beside_the_reports_folder(tmp_path, monkeypatch):
+    grid_dir = tmp_path / "project" / "reports" / "g"
+    grid_dir.mkdir(parents=True)
+    (tmp_path / "project" / "ablations").mkdir()
+    beside = tmp_path / "project" / "ablations" / "g.yaml"
+    beside.write_text("name: g\n")
+    monkeypatch.chdir(tmp_path)
+    assert results.grid_file(grid_dir, "") is None
+    assert results.grid_file(grid_dir, "ablations/g.yaml") == grid_dir.parent.parent / "ablations/g.yaml"
+    assert results.grid_file(grid_dir, str(beside)) == beside
+    assert results.grid_file(grid_dir, "ablations/other.yaml") is None
+    assert results.grid_file(grid_dir, str(tmp_path / "nowhere.yaml")) is None
+    (tmp_path / "ablations").mkdir()
+    (tmp_path / "ablations" / "g.yaml").write_text("name: g\n")
+    assert results.grid_file(grid_dir, "ablations/g.yaml") == Path("ablations/g.yaml")  # from here first
+    (tmp_path / "folder.yaml").mkdir()
+    assert results.grid_file(grid_dir, "folder.yaml") is None
+
+
+def test_a_grid_takes_the_words_of_its_file_and_names_each_field_grid_json_says_otherwise(tmp_path):
+    grid, grid_dir = make_grid(tmp_path)
+    source = tmp_path / "g.yaml"
+    assert results.load_grid_runs(grid_dir).stale == ""
+    text = source.read_text()
+    for edit, fields, verb in (("title: New\n", "title", "differs"), ("insight: Why.\n", "insight", "differs"),
+                               ("claims: [{variant: b, is: worse}]\n", "claims", "differ"),
+                               ("title: New\ninsight: Why.\nclaims: [{variant: b, is: worse}]\n",
+                                "title and insight and claims", "differ")):
+        source.write_text(text + edit)
+        runs = results.load_grid_runs(grid_dir)
+        assert runs.stale == (f"stale: grid.json's {fields} {verb} from {source.as_posix()}, whose words the report "
+                              f"uses; `gptlab ablate {source}` refreshes it (training only runs without a record)")
+    assert (runs.grid.title, runs.grid.insight) == ("New", "Why.")
+    assert [c.variant for c in runs.grid.claims] == ["b"] and runs.claim_results()[0].claim.kind == "worse"
+    assert len(runs.records) == 4 and runs.grid.seeds == grid.seeds  # the runs are grid.json's
+    write_manifest(load_grid(source), grid_dir, "cpu", trained=False)  # what `gptlab ablate` does
+    assert results.load_grid_runs(grid_dir).stale == ""
+
+
+def test_a_grid_file_that_cannot_give_the_words_is_named_and_the_snapshot_kept(tmp_path):
+    grid, grid_dir = make_grid(tmp_path)
+    source = tmp_path / "g.yaml"
+    source.write_text(source.read_text() + "claims: [{variant: c, is: worse}]\n")
+    runs = results.load_grid_runs(grid_dir)
+    assert runs.stale.startswith("its grid file cannot give the report its words: ")
+    assert "claims[0].variant: 'c' matches no variant" in runs.stale and runs.grid.claims == []
+    source.write_text(source.read_text().replace("{name: a}", "{name: a}, {name: c}"))  # a variant grid.json lacks
+    assert "'c' matches no variant; choose one of: a; b" in results.load_grid_runs(grid_dir).stale
+    source.unlink()
+    assert results.load_grid_runs(grid_dir).stale == ""
