@@ -6,7 +6,7 @@
   gptlab list                      presets and every component to swap
   gptlab ablate residuals          run a grid: ablations/residuals.yaml
   gptlab report                    render the reports under reports/
-  gptlab check my_gpt.py           check your own model for the bugs a learner writes
+  gptlab check my_gpt.py           check your own model for a learner's bugs
 """
 
 from __future__ import annotations
@@ -105,8 +105,9 @@ def train(
     sample_tokens: int = typer.Option(300, "--sample-tokens", help="Characters to sample at the end (0: none)."),
     plugins: Optional[list[Path]] = PluginOption,
 ) -> None:
-    """Train a preset (model.arch=PATH.py trains your own model file); writes a checkpoint, the loss curve and a
-    summary, prints a sample."""
+    """Train a preset; writes a checkpoint, the loss curve and a summary, prints a sample.
+
+    --set model.arch=PATH.py trains your own model file."""
 
     def run() -> None:
         load_plugins(plugins)
@@ -220,8 +221,9 @@ def check(
     fmt: str = typer.Option("table", "--format", help="table, or json for a grader."),
     plugins: Optional[list[Path]] = PluginOption,
 ) -> None:
-    """Check a model file by property (causal, batch-independent, positions, ...): each failure names the idea it
-    breaks. Runs the file's imports, constants, functions and classes only, never its script. Exit 0: every check
+    """Check your model file by property; each failure names the idea it breaks.
+
+    Runs the file's imports, constants, functions and classes only, never its script. Exit 0: every check
     passes; 1: one fails; 2: the file cannot be used."""
     from gptlab.check import check_file, exit_code
 
