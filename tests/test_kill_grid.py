@@ -11,7 +11,7 @@ from gptlab.grid import (DEFAULT_SEEDS, FULL_SCALE, Grid, Variant, check_grid, g
 
 BASE = "name: g\npreset: bigram\n"
 ONE = BASE + "grid: {train.lr: [0.1]}\n"
-KEYS = "name, title, insight, preset, set, grid, variants, seeds, baseline, metric, claims, scales"
+KEYS = "name, title, insight, preset, set, grid, variants, seeds, baseline, metric, claims, scales, plugins"
 
 
 def write(tmp_path, text, name="g.yaml"):
