@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from gptlab.device import SMALL_STEP_FLOPS, available_bytes, cpu_threads, resolve_device
+from gptlab.device import available_bytes, cpu_threads, resolve_device, threads_for
 from gptlab.errors import GptlabError
 from gptlab.flops import flops_per_token, param_estimate, training_bytes
 
@@ -37,10 +37,10 @@ def parse_jobs(value: str) -> int | None:
 
 
 def run_threads(cfg: RunConfig, cores: int) -> int:
-    """The threads one run of ``cfg`` uses with the machine's ``cores`` to itself: ``train.threads``, or for 0
-    (automatic) 1 for a step too small to split and every core otherwise (``device.threads_for``)."""
+    """The threads one run of ``cfg`` uses with the machine's ``cores`` to itself (``device.threads_for``: 1 for a
+    step too small to split, every core otherwise), at most ``cores``."""
     step_flops = flops_per_token(cfg.model, param_estimate(cfg.model)) * cfg.train.batch_size * cfg.model.block_size
-    return min(cores, cfg.train.threads or (1 if step_flops < SMALL_STEP_FLOPS else cores))
+    return min(cores, threads_for(cfg.train.threads, step_flops, cores))
 
 
 @dataclass(frozen=True)

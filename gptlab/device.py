@@ -89,11 +89,12 @@ def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
 SMALL_STEP_FLOPS = 5e8
 
 
-def threads_for(requested: int, step_flops: float) -> int:
-    """``train.threads``, or for 0 (automatic): 1 for a small step, otherwise the current count."""
+def threads_for(requested: int, step_flops: float, available: int | None = None) -> int:
+    """``train.threads``, or for 0 (automatic): 1 for a small step, otherwise ``available`` (default: the current
+    count)."""
     if requested:
         return requested
-    return 1 if step_flops < SMALL_STEP_FLOPS else torch.get_num_threads()
+    return 1 if step_flops < SMALL_STEP_FLOPS else available or torch.get_num_threads()
 
 
 @contextlib.contextmanager
