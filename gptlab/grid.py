@@ -84,7 +84,7 @@ class Grid:
 
     def seeds_of(self, variant: str) -> list[int]:
         """A variant's seeds: the grid's, then (seeds added until settled) counting on from the largest."""
-        return select_seeds(self.seeds, max(len(self.seeds), self.seed_counts.get(variant, 0)))
+        return select_seeds(self.seeds, max(len(self.seeds), self.seed_counts.get(variant, 0)))  # pragma: no mutate (0 or 1: a grid has a seed at least)
 
     @property
     def run_count(self) -> int:

@@ -211,10 +211,7 @@ def check_model(cfg: ModelConfig) -> int:
 def check_learner_model(cfg: ModelConfig) -> int:
     """A learner's model is built for real (its code may not run on the meta device) and must be causal: one
     that reads the future is refused before it trains, pointing to ``gptlab check``."""
-    import dataclasses
-
-    subject = properties.Subject(lambda p: build_model(dataclasses.replace(cfg, dropout=p)), cfg.vocab_size,
-                                 cfg.block_size, cfg.dropout)
+    subject = properties.Subject(lambda _: build_model(cfg), cfg.vocab_size, cfg.block_size)  # causal: in eval mode
     model = subject.fresh()
     try:
         outcome = properties.causal(subject)

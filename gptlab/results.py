@@ -135,7 +135,7 @@ def grid_file(folder: Path, source: str) -> Path | None:
     if not source:
         return None
     path = Path(source)
-    candidates = [path] if path.is_absolute() else [path, folder.parent.parent / path]
+    candidates = [path, folder.parent.parent / path]  # an absolute path joins as itself
     return next((p for p in candidates if p.is_file()), None)
 
 

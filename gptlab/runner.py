@@ -458,25 +458,23 @@ class Round:
     added: dict[str, list[int]]  # variant -> the seeds it gets next (empty: settled, budget spent, or stuck)
 
 
-def run_until_settled(grid: Grid, out: str | Path = "reports", max_seeds: int = DEFAULT_MAX_SEEDS, jobs: int = 1,
-                      force: bool = False, group_seeds: bool | None = None, executor: Executor | None = None,
-                      on_event: OnEvent | None = None,
-                      on_round: Callable[[Round], None] | None = None) -> GridOutcome:
+def run_until_settled(grid: Grid, out: str | Path, max_seeds: int, jobs: int, force: bool, group_seeds: bool | None,
+                      executor: Executor | None, on_event: OnEvent | None,
+                      on_round: Callable[[Round], None] | None) -> GridOutcome:
     """Train the grid, then add seeds in rounds of the grid's seed count (counting on from its largest seed) to
     the variants that an unsettled claim involves, until every claim holds or is contradicted at the rule's
     looks (``gptlab.sequential``) or ``max_seeds`` per variant are spent. The added runs are ordinary records;
     which variant needs which seeds is replayed from the records each round, so the same call resumes.
-    ``force`` retrains every run once. Returns the rounds' outcomes as one."""
+    ``force`` retrains every run once. Returns the rounds' outcomes as one: at most one round a look."""
     from gptlab.results import load_grid_runs
     from gptlab.sequential import Design
 
     grid.design = Design(len(grid.seeds), len(grid.seeds), max_seeds)
     grid.seed_counts = {}
     outcomes: list[GridOutcome] = []
-    while True:
+    for _ in grid.design.looks():
         trained = {key for o in outcomes for key in o.finished}
-        outcome = run_grid(grid, out, jobs, force, group_seeds, executor, on_event, kept=trained)
-        outcomes.append(outcome)
+        outcomes.append(run_grid(grid, out, jobs, force, group_seeds, executor, on_event, kept=trained))
         settlement = load_grid_runs(Path(out) / grid.name).settlement(grid.design)
         before = {name: grid.seeds_of(name) for name in settlement.wanted}
         grid.seed_counts = {**grid.seed_counts, **settlement.wanted}
@@ -485,7 +483,8 @@ def run_until_settled(grid: Grid, out: str | Path = "reports", max_seeds: int = 
         if on_round is not None:
             on_round(Round(settlement, added))
         if not added:
-            return merged(outcomes)
+            break
+    return merged(outcomes)
 
 
 def merged(outcomes: list[GridOutcome]) -> GridOutcome:

@@ -75,7 +75,7 @@ class Design:
 def stopping_look(p_values: np.ndarray, levels: Sequence[float]) -> np.ndarray:
     """For p-values of shape (looks, ...): the index of the first look whose p-value is below its level, or -1
     where none is (the budget is spent unsettled)."""
-    crossed = np.asarray(p_values) < np.asarray(levels, dtype=float).reshape((-1,) + (1,) * (np.ndim(p_values) - 1))
+    crossed = (np.asarray(p_values).T < np.asarray(levels)).T  # the looks' axis last, against each look's level
     return np.where(crossed.any(axis=0), crossed.argmax(axis=0), -1)
 
 

@@ -1,5 +1,7 @@
 """A grid's seeds trained as one stacked model: each member is the single run with its seed."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -80,6 +82,9 @@ def test_batchnorm_running_statistics_are_kept_per_member(corpus):
 
 def test_what_cannot_be_grouped_says_why():
     assert solo_reason(preset("lecture")) is None
+    mine = str(Path(__file__).parent.parent / "examples" / "my_gpt.py")
+    assert solo_reason(apply_overrides(preset("lecture"), {"model.arch": mine})) == (
+        "model.arch: a learner's own model trains alone")
     assert solo_reason(apply_overrides(preset("lecture"), {"train.compile": True})) == (
         "train.compile: a compiled model trains alone")
     assert solo_reason(preset("bigram")) is None

@@ -40,10 +40,19 @@ def test_unknown_preset_lists_the_presets():
         ({"data.train_fraction": 0.0}, "data.train_fraction = 0.0 is not allowed; must be in (0, 1)"),
         ({"data.train_fraction": 1.0}, "data.train_fraction = 1.0 is not allowed; must be in (0, 1)"),
         ({"data.train_fraction": 1.5}, "data.train_fraction = 1.5 is not allowed; must be in (0, 1)"),
+        ({"model.arch": "gtp"}, "model.arch = 'gtp' is not allowed (did you mean 'gpt'?); choose one of: gpt, "
+                                "bigram, or a file of your own model, PATH.py or PATH.py:CLASS"),
     ],
 )
 def test_validate_messages_are_exact(override, message):
     assert error_of(validate, apply_overrides(RunConfig(), override)) == message
+
+
+def test_a_learner_file_that_is_not_there_is_named_with_where_paths_are_found(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert error_of(validate, apply_overrides(RunConfig(), {"model.arch": "nowhere.py:Mine"})) == (
+        "model.arch = 'nowhere.py:Mine': no such file (a path is relative to the grid file's folder, else to the "
+        f"working folder: {tmp_path})")
 
 
 def test_validate_accepts_the_closed_ends_of_each_range():
@@ -115,6 +124,8 @@ def test_registry_records_entries_and_refuses_duplicates():
         registry.register("red", "again")(red)
     assert registry.entries() == [Entry("red", red, "warm")]
     assert all(e.insight for r in REGISTRIES.values() for e in r.entries())
+    registry.register("blue", "cold", leaks_future=True, mixes_batch=True)(red)
+    assert registry.get("blue") == Entry("blue", red, "cold", leaks_future=True, mixes_batch=True)
 
 
 def test_registry_build_passes_keyword_arguments():

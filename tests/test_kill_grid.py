@@ -168,6 +168,9 @@ MANIFEST = {"name": "g", "variants": [{"name": "a"}, {"name": "b", "preset": "le
             "seeds": [1], "baseline": "a", "preset": "bigram"}
 
 
+DESIGN = {"first": 2, "step": 2, "max_seeds": 6}
+
+
 def test_a_manifests_missing_keys_take_their_defaults():
     assert Grid.from_manifest(MANIFEST, "grid.json") == Grid(
         name="g", title="g", insight="", preset="bigram", set={},
@@ -203,6 +206,21 @@ def test_a_full_manifest_round_trips(tmp_path):
     ({"scale": ""}, "scale: '' is not allowed; expected a non-empty string"),
     ({"set": [1]}, "set: must be a mapping of dotted config keys to values, got [1]"),
     ({"claims": [{"variant": "zz", "is": "worse"}]}, "claims[0].variant: 'zz' matches no variant; choose one of: a; b"),
+    ({"plugins": "p.py"}, "plugins: 'p.py' is not allowed; expected a list of .py files"),
+    ({"plugins": [" "]}, "plugins: [' '] is not allowed; expected a list of .py files"),
+    ({"plugins": [3]}, "plugins: [3] is not allowed; expected a list of .py files"),
+    ({"until_settled": {"first": 2}},
+     "until_settled: {'first': 2} is not a design of looks; expected {first, step, max_seeds} integers"),
+    ({"until_settled": {"first": 2, "step": 2, "max_seeds": 1}},
+     "until_settled: --max-seeds = 1 is not allowed; must be at least the grid's 2 seeds"),
+    ({"until_settled": {**DESIGN, "seed_counts": [2]}},
+     "until_settled.seed_counts: [2] is not allowed; expected variant -> seeds, at most 6"),
+    ({"until_settled": {**DESIGN, "seed_counts": {"a": 7}}},
+     "until_settled.seed_counts: {'a': 7} is not allowed; expected variant -> seeds, at most 6"),
+    ({"until_settled": {**DESIGN, "seed_counts": {"zz": 4}}},
+     "until_settled.seed_counts: {'zz': 4} is not allowed; expected variant -> seeds, at most 6"),
+    ({"until_settled": {**DESIGN, "seed_counts": {"a": "4"}}},
+     "until_settled.seed_counts: {'a': '4'} is not allowed; expected variant -> seeds, at most 6"),
 ])
 def test_each_bad_manifest_has_its_exact_message(change, message):
     raw = change if not isinstance(change, dict) or "seeds" in change else {**MANIFEST, **change}
@@ -263,3 +281,49 @@ def test_runs_are_counted_over_seeds(tmp_path):
 
 def test_a_grid_of_different_configs_passes_the_check(tmp_path):
     assert check_grid(load_grid(write(tmp_path, BASE + "grid: {train.lr: [0.1, 0.2]}\n"))) is None
+
+
+def test_a_grids_plugins_and_looks_round_trip_through_its_manifest(tmp_path, monkeypatch):
+    from gptlab.learner import PLUGINS_ENV
+    from gptlab.sequential import Design
+
+    monkeypatch.setattr("gptlab.learner.LOADED", {})
+    monkeypatch.delenv(PLUGINS_ENV, raising=False)
+    plugin = tmp_path / "registers_nothing.py"
+    plugin.write_text("HERE = True\n")
+    grid = Grid.from_manifest({**MANIFEST, "plugins": [str(plugin)],
+                               "until_settled": {**DESIGN, "seed_counts": {"a": 4}}}, "grid.json")
+    assert grid.plugins == [str(plugin)] and grid.design == Design(2, 2, 6) and grid.seed_counts == {"a": 4}
+    manifest = grid.manifest()
+    assert manifest["plugins"] == [str(plugin)]
+    assert manifest["until_settled"] == {**DESIGN, "seed_counts": {"a": 4}}
+    assert Grid.from_manifest(manifest, "grid.json") == grid
+    assert "plugins" not in Grid.from_manifest(MANIFEST, "grid.json").manifest()
+    assert grid.seeds_of("a") == [1, 2, 3, 4] and grid.seeds_of("b") == [1]
+
+
+def test_a_grid_files_plugins_are_found_beside_it_and_a_missing_one_is_named(tmp_path, monkeypatch):
+    from gptlab.learner import PLUGINS_ENV
+
+    monkeypatch.setattr("gptlab.learner.LOADED", {})
+    monkeypatch.delenv(PLUGINS_ENV, raising=False)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mine.py").write_text("HERE = True\n")
+    monkeypatch.chdir(tmp_path)
+    grid = load_grid(write(tmp_path / "sub", ONE + "plugins: [mine.py]\n"))
+    assert grid.plugins == [str(tmp_path / "sub" / "mine.py")]
+    refused_with(tmp_path, ONE + "plugins: [mine.py]\n", "plugins[0]: --plugin 'mine.py': no such file")
+
+
+def test_a_grid_files_model_file_is_found_beside_it_first(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    example = (Path(__file__).parent.parent / "examples" / "my_gpt.py").read_text()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mine.py").write_text(example)
+    monkeypatch.chdir(tmp_path)
+    grid = load_grid(write(tmp_path / "sub", BASE + "grid: {model.arch: [gpt, mine.py, 'mine.py:TinyGPT']}\n"))
+    assert [v.overrides["model.arch"] for v in grid.variants] == ["gpt", "sub/mine.py", "sub/mine.py:TinyGPT"]
+    refused_with(tmp_path, BASE + "grid: {model.arch: [gpt, mine.py]}\n",
+                 f"grid.model.arch[1]: model.arch = 'mine.py': no such file (a path is relative to the grid file's "
+                 f"folder, else to the working folder: {tmp_path})")

@@ -170,6 +170,7 @@ def test_a_grid_takes_the_words_of_its_file_and_names_each_field_grid_json_says_
     text = source.read_text()
     for edit, fields, verb in (("title: New\n", "title", "differs"), ("insight: Why.\n", "insight", "differs"),
                                ("claims: [{variant: b, is: worse}]\n", "claims", "differ"),
+                               ("title: New\ninsight: Why.\n", "title and insight", "differ"),
                                ("title: New\ninsight: Why.\nclaims: [{variant: b, is: worse}]\n",
                                 "title and insight and claims", "differ")):
         source.write_text(text + edit)
@@ -191,6 +192,26 @@ def test_a_grid_file_that_cannot_give_the_words_is_named_and_the_snapshot_kept(t
     assert runs.stale.startswith("its grid file cannot give the report its words: ")
     assert "claims[0].variant: 'c' matches no variant" in runs.stale and runs.grid.claims == []
     source.write_text(source.read_text().replace("{name: a}", "{name: a}, {name: c}"))  # a variant grid.json lacks
-    assert "'c' matches no variant; choose one of: a; b" in results.load_grid_runs(grid_dir).stale
+    assert f"{source}: claims[0].variant: 'c' matches no variant; choose one of: a; b" in (
+        results.load_grid_runs(grid_dir).stale)
     source.unlink()
     assert results.load_grid_runs(grid_dir).stale == ""
+
+
+def test_a_grid_at_another_scale_takes_the_words_of_that_scale(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("name: g\nvariants: [{name: a}, {name: b}]\nseeds: [1, 2]\nbaseline: a\ntitle: Small\n"
+                    "scales:\n  big:\n    title: Big\n    claims: [{variant: b, is: worse}]\n")
+    grid = load_grid(path, scale="big")
+    grid_dir = tmp_path / grid.name
+    write_manifest(grid, grid_dir, "cpu", trained=True)
+    runs = results.load_grid_runs(grid_dir)
+    assert runs.stale == "" and runs.grid.title == "Big" and [c.variant for c in runs.grid.claims] == ["b"]
+
+
+def test_the_missing_runs_count_the_seeds_added_until_settled(tmp_path):
+    grid, grid_dir = make_grid(tmp_path)
+    runs = results.load_grid_runs(grid_dir)
+    assert runs.missing() == []
+    runs.grid.seed_counts = {"b": 3}
+    assert runs.missing() == ["b (seed 3)"]

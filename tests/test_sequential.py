@@ -10,6 +10,7 @@ from scipy.stats import t as student_t
 
 from gptlab.claims import CONTRADICTED, HOLDS, OPEN, Claim
 from gptlab.errors import GptlabError
+from gptlab.grid import load_grid
 from gptlab.sequential import Design, involved, settle, spent, stopping_look
 from gptlab.stats import ALPHA
 
@@ -114,6 +115,7 @@ def test_settle_replays_the_looks_and_keeps_each_claim_at_the_look_it_settled():
     assert out.results[1].seeds == (15, 15)
     assert out.results[1].reason.startswith("look 3 of 8 (15 seeds): adjusted p=")
     assert out.results[1].reason.endswith("; the next look is at 20 seeds")
+    assert out.results[1].reason.count(";") == 1  # the fixed design's "about N seeds would settle it" is dropped
     assert out.wanted == {"tiny": 20, "base": 20} and out.open_claims == {"tiny": [2], "base": [2]}
 
 
@@ -126,6 +128,8 @@ def test_settle_takes_a_look_only_when_every_variant_of_an_open_claim_has_its_se
     assert early.looks_taken == 0 and early.results[0].status == OPEN
     assert early.results[0].reason == "the first look needs 5 seeds of each variant"
     assert early.results[0].effect == pytest.approx(0.5) and early.wanted == {"tiny": 5, "base": 5}
+    unsure = settle(claims, {"base": losses(2.0, 4), "tiny": losses(2.0005, 4, spread=0.02)}, "base", DESIGN)
+    assert unsure.results[0].status == OPEN and unsure.results[0].seeds_needed is None  # the looks decide, not power
 
 
 def test_settle_stops_when_the_budget_is_spent_or_every_claim_is_settled():
@@ -187,8 +191,8 @@ def until_settled(tmp_path, claims, means, max_seeds=9, force=False):
     path = tmp_path / "g.yaml"
     path.write_text(GRID + "".join(f"  - {c}\n" for c in claims))
     executor, rounds = MadeUp(means), []
-    outcome = run_until_settled(load_grid(path), tmp_path / "out", max_seeds, executor=executor,
-                                on_round=rounds.append, force=force)
+    outcome = run_until_settled(load_grid(path), tmp_path / "out", max_seeds, 1, force, None, executor, None,
+                                rounds.append)
     return executor, rounds, outcome
 
 
@@ -213,6 +217,46 @@ def test_seeds_go_in_rounds_to_the_variants_of_open_claims_until_the_budget(tmp_
     assert again.trained == [] and [r.settlement.looks_taken for r in again_rounds] == [1, 2, 3]  # it resumes
     forced, _, _ = until_settled(tmp_path, claims, {0.01: 2.0, 0.02: 2.0, 0.03: 2.5}, force=True)
     assert sorted(forced.trained) == sorted(executor.trained)  # every run once more, none twice
+
+
+def test_each_round_trains_with_the_jobs_grouping_and_progress_it_was_given(tmp_path, monkeypatch):
+    import gptlab.runner
+
+    calls, real_run_grid = [], gptlab.runner.run_grid
+
+    def recording(grid, out, jobs, force, group_seeds, executor, on_event, kept):
+        calls.append((jobs, force, group_seeds, on_event, len(kept)))
+        return real_run_grid(grid, out, jobs, force, group_seeds, executor, on_event, kept=kept)
+
+    monkeypatch.setattr(gptlab.runner, "run_grid", recording)
+    path = tmp_path / "g.yaml"
+    path.write_text(GRID + '  - {variant: "lr=0.02", is: worse}\n')
+    events = []
+    means = {0.01: 2.0, 0.02: 2.0, 0.03: 2.5}
+    gptlab.runner.run_until_settled(load_grid(path), tmp_path / "out", 6, 3, False, False, MadeUp(means),
+                                    events.append, None)
+    assert calls == [(3, False, False, events.append, 0), (3, False, False, events.append, 9)]
+
+
+def test_a_look_that_waits_on_a_failed_run_ends_the_rounds(tmp_path):
+    class FailsOne(MadeUp):
+        def run(self, jobs, on_event, on_done):
+            for job in jobs:
+                if any(spec.seed == 5 and spec.variant == "lr=0.01" for spec in job.specs):
+                    on_done(job, None, "boom")
+                else:
+                    super().run([job], on_event, on_done)
+
+    from gptlab.runner import run_until_settled
+
+    path = tmp_path / "g.yaml"
+    path.write_text(GRID + '  - {variant: "lr=0.02", is: worse}\n')
+    rounds = []
+    outcome = run_until_settled(load_grid(path), tmp_path / "out", 9, 1, False, None,
+                                FailsOne({0.01: 2.0, 0.02: 2.0, 0.03: 2.5}), None, rounds.append)
+    assert [r.added for r in rounds] == [{"lr=0.01": [4, 5, 6], "lr=0.02": [4, 5, 6]}, {}]
+    assert [r.settlement.wanted for r in rounds] == [{"lr=0.02": 6, "lr=0.01": 6}] * 2
+    assert list(outcome.failed.values()) == ["boom"]
 
 
 def test_a_grid_whose_claims_settle_at_the_first_look_gets_no_seeds(tmp_path):
