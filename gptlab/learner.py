@@ -121,7 +121,7 @@ class ModelFile:
     @classmethod
     def read(cls, path: Path) -> ModelFile:
         try:
-            source = path.read_text(encoding="utf-8")
+            source = path.read_text(encoding="utf-8")  # pragma: no mutate (UTF-8 is utf-8)
             return cls(path, ast.parse(source, filename=str(path)))
         except (UnicodeDecodeError, SyntaxError, ValueError) as err:
             raise GptlabError(f"{path}: cannot be read as Python: {one_line(err)}") from None
@@ -202,13 +202,11 @@ def config_object(module: types.ModuleType, annotation: Any, sizes: dict[str, An
     """A config for a constructor that takes one: the file's ``*Config`` class filled with the sizes its fields
     name, else a namespace holding every size name."""
     values = {alias: sizes[name] for alias, name in CANONICAL.items()}
-    classes = [annotation] if isinstance(annotation, type) else []
-    if isinstance(annotation, str) and isinstance(getattr(module, annotation, None), type):
-        classes = [getattr(module, annotation)]
-    classes += [v for k, v in vars(module).items() if isinstance(v, type) and k.lower().endswith(("config", "args"))
-                and v.__module__ == module.__name__]
+    named = getattr(module, annotation, None) if isinstance(annotation, str) else annotation
+    classes = [named] + [v for k, v in vars(module).items() if isinstance(v, type)
+                         and k.lower().endswith(("config", "args")) and v.__module__ == module.__name__]
     for cls in classes:
-        if dataclasses.is_dataclass(cls):
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls):
             fields = {f.name for f in dataclasses.fields(cls)}
             return cls(**{k: v for k, v in values.items() if k in fields})
     return types.SimpleNamespace(**values)
@@ -286,7 +284,8 @@ def load_plugin(path: str | Path) -> list[tuple[str, str]]:
     name = f"gptlab_plugin_{hashlib.sha256(str(file).encode()).hexdigest()[:8]}"
     before = {field: set(r.names()) for field, r in REGISTRIES.items()}
     spec = importlib.util.spec_from_file_location(name, file)
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise GptlabError(f"--plugin {str(path)!r}: not a Python file (a plugin is imported: PATH.py)")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:

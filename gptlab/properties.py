@@ -64,6 +64,10 @@ class Subject:
         generator = torch.Generator().manual_seed(seed)
         return torch.randint(self.vocab_size, (batch, length or self.block_size), generator=generator)
 
+    def other_tokens(self, batch: int) -> torch.Tensor:
+        """A second draw, independent of ``tokens``: targets, or the other contexts a check compares with."""
+        return self.tokens(batch, seed=SEED + 1)
+
 
 def forward(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[Any, Any]:
     """``model(idx, targets)`` as the lecture calls it; ``(logits, loss)`` whatever the model returns."""
@@ -103,7 +107,7 @@ def shapes(subject: Subject) -> Outcome:
     B, T, V = 3, subject.block_size, subject.vocab_size
     idx = subject.tokens(B)
     with torch.no_grad():
-        logits, loss = forward(model, idx, subject.tokens(B, seed=SEED + 1))
+        logits, loss = forward(model, idx, subject.other_tokens(B))
         if shape_of(logits) not in ((B, T, V), (B * T, V)):
             return failed(f"logits for a ({B}, {T}) batch have shape {shape_of(logits)}; expected ({B}, {T}, {V}) "
                           f"or ({B * T}, {V})")
@@ -125,7 +129,7 @@ def init_loss(subject: Subject) -> Outcome:
     """At initialisation the model knows nothing: its loss on random tokens is near ln V."""
     model = subject.fresh().eval()
     with torch.no_grad():
-        _, loss = forward(model, subject.tokens(8), subject.tokens(8, seed=SEED + 1))
+        _, loss = forward(model, subject.tokens(8), subject.other_tokens(8))
     expected = math.log(subject.vocab_size)
     value = float(loss)
     low, high = expected - INIT_BELOW, expected + INIT_ABOVE
@@ -142,7 +146,7 @@ def tried_positions(block_size: int) -> list[int]:
     """The later tokens the causality check changes (and cuts after): every one up to CAUSAL_POSITIONS, else
     that many spread from the first to the last."""
     count = min(block_size - 1, CAUSAL_POSITIONS)
-    return sorted({round(1 + i * (block_size - 2) / max(1, count - 1)) for i in range(count)})
+    return [round(x) for x in torch.linspace(1, block_size - 1, count).tolist()]  # distinct: steps of 1 or more
 
 
 def causal(subject: Subject) -> Outcome:
@@ -151,7 +155,8 @@ def causal(subject: Subject) -> Outcome:
     model = subject.fresh().eval()
     T, V = subject.block_size, subject.vocab_size
     idx = subject.tokens(2)
-    changes, cuts = [(0.0, "")], [(0.0, "")]  # (largest change, evidence) of each way of looking
+    # (largest change, evidence) of each way of looking, from nothing moved (block_size 1 has no later token)
+    changes, cuts = [(0.0, "")], [(0.0, "")]  # pragma: no mutate (the start's evidence is never shown: a failure moved more than 0.0)
     with torch.no_grad():
         full = logits_of(model, idx)
         for later in tried_positions(T):
@@ -176,7 +181,7 @@ def batch_independent(subject: Subject) -> Outcome:
     model = subject.fresh()
     idx = subject.tokens(3)
     other = idx.clone()
-    other[1:] = subject.tokens(2, seed=SEED + 1)
+    other[1:] = subject.other_tokens(2)
     for mode in ("eval", "train"):
         model.train(mode == "train")
         outputs = []
@@ -185,7 +190,7 @@ def batch_independent(subject: Subject) -> Outcome:
                 torch.manual_seed(SEED)  # the same dropout masks for both batches
                 outputs.append(logits_of(model, batch)[0])
         moved = largest_change(outputs[0], outputs[1])
-        if noticeable(moved, outputs[0]):
+        if noticeable(moved, outputs[0]):  # pragma: no mutate (outputs[1]: the two scales differ by at most the change itself)
             return failed(f"changing sequences 1 and 2 moved sequence 0's logits by {moved:.3g} in {mode} mode "
                           f"(statistics over the batch, as BatchNorm takes?)")
     return passed("changing other sequences never moved a sequence's logits (eval and train mode)")
@@ -195,7 +200,7 @@ def reads_context(subject: Subject) -> bool:
     """Whether the last position's logits depend on any earlier token (a bigram's do not)."""
     model = subject.fresh().eval()
     idx = subject.tokens(4)
-    other = subject.tokens(4, seed=SEED + 1)
+    other = subject.other_tokens(4)
     other[:, -1] = idx[:, -1]
     with torch.no_grad():
         last = logits_of(model, idx)[:, -1]
@@ -244,7 +249,7 @@ def eval_deterministic(subject: Subject) -> Outcome:
 def gradients(subject: Subject) -> Outcome:
     """Every parameter takes part in the loss: each gets a finite, non-zero gradient."""
     model = subject.fresh().train()
-    _, loss = forward(model, subject.tokens(4), subject.tokens(4, seed=SEED + 1))
+    _, loss = forward(model, subject.tokens(4), subject.other_tokens(4))
     if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
         return failed("the loss does not depend on any parameter (detached, or computed outside the graph)")
     loss.backward()
@@ -272,14 +277,15 @@ def learns(subject: Subject, steps: int = LEARN_STEPS) -> Outcome:
     T = subject.block_size
     generator = torch.Generator().manual_seed(SEED)
     idx = torch.randperm(subject.vocab_size, generator=generator)[: min(T, subject.vocab_size - 1)].unsqueeze(0)
-    targets = torch.roll(idx, -1, dims=1)  # every input token distinct: even a bigram can memorise it
+    # every input token distinct: even a bigram can memorise it
+    targets = torch.roll(idx, -1, dims=1)  # pragma: no mutate (dims=None: idx is one row, and rolling it flat is rolling the row)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARN_LR, weight_decay=0.0)
     first = last = math.nan
     for step in range(steps):
         _, loss = forward(model, idx, targets)
         if step == 0:
             first = float(loss.detach())
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()  # the default: set_to_none=True
         loss.backward()
         optimizer.step()
     with torch.no_grad():
