@@ -124,6 +124,13 @@ def test_shapes_evidence_and_the_short_context():
 
     assert P.shapes(of(ShortFlat)).status == "fail"
 
+    class AlwaysFlat(Tiny):  # (B*T, V) with targets or without
+        def forward(self, idx, targets=None):
+            logits, loss = super().forward(idx, targets)
+            return logits.reshape(-1, V), loss
+
+    assert P.shapes(of(AlwaysFlat)).evidence == f"logits ({3 * T}, {V}), scalar loss; T = 3 gives (9, {V})"
+
 
 def test_shapes_reads_the_logits_for_given_targets():
     class NoLogitsWithTargets(Tiny):
@@ -261,6 +268,8 @@ def test_gradients_list_three_names_at_most():
 def test_learns_evidence():
     assert P.learns(subject()).evidence == "on one fixed batch the loss went 2.471 -> 0.003 in 100 AdamW steps (lr 0.03)"
     assert P.learns(subject(), steps=3).evidence.startswith("on one fixed batch the loss went 2.471 -> ")
+    assert P.learns(subject(dropout=0.5)).evidence.startswith("on one fixed batch the loss went 2.471 -> 0.003")  # no dropout
+    assert P.learns(subject(), steps=0).evidence.startswith("on one fixed batch the loss went nan -> 2.471 in 0 AdamW")
 
 
 def zeros_generate(self, idx, n):
@@ -343,6 +352,14 @@ def test_resolve_arch_writes_a_working_folder_path_relative_and_normalised(tmp_p
     assert L.resolve_arch("./m.py", tmp_path / "grids") == "m.py"
     assert L.resolve_arch("./m.py:GPT", tmp_path / "grids") == "m.py:GPT"
     assert L.resolve_arch("grids/../m.py", tmp_path / "grids") == "m.py"
+
+
+def test_a_missing_arch_file_says_where_paths_are_found(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(GptlabError) as err:
+        L.file_path("x.py")
+    assert str(err.value) == (f"model.arch = 'x.py': no such file (a path is relative to the grid file's folder, else "
+                              f"to the working folder: {os.getcwd()})")
 
 
 def test_plugin_errors_name_the_path_as_given(tmp_path, monkeypatch):
@@ -573,14 +590,18 @@ BUILD = """
     class GPTConfig:
         n_embd: int = 0
 
+    @dataclass
+    class Hyper:
+        n_head: int = 0
+
     class Plain:
         pass
 
     class Model(nn.Module):
         def __init__(self, *layers, vocab_size, settings: GPTConfig, named: "GPTConfig", bias: bool = True,
-                     hparams: Plain = None, **extra):
+                     hparams: Plain = None, cfg: Hyper = None, **extra):
             super().__init__()
-            self.got = (vocab_size, settings, named, bias, hparams, device)
+            self.got = (vocab_size, settings, named, bias, hparams, device, cfg)
 
         def forward(self, idx, targets=None):
             return idx, None
@@ -605,6 +626,7 @@ def test_a_constructor_is_given_the_sizes_and_config_objects_it_names_and_keeps_
     assert type(got[2]).__name__ == "GPTConfig" and got[3] is True
     assert type(got[4]).__name__ == "GPTConfig" and got[5] == "cpu"  # hparams: a config's name
     assert L.build_module(cfg, "cuda").got[5] == "cuda"
+    assert type(got[6]).__name__ == "Hyper" and got[6].n_head == 4  # the annotated class first
 
 
 def test_constructor_failures_name_the_class_and_the_sizes(tmp_path):
@@ -852,6 +874,16 @@ def test_check_model_file_sizes_by_the_corpus_and_preset_and_passes_the_target(t
     seen.clear()
     checking.check_model_file(str(raising), only=["shapes"], corpus=small)
     assert seen[0][1].reads_context is True  # its forward raises: each check reports it
+    bigram = tmp_path / "bigram.py"
+    bigram.write_text("from torch import nn\nclass Bigram(nn.Module):\n    def __init__(self, vocab_size):\n"
+                      "        super().__init__()\n        self.emb = nn.Embedding(vocab_size, vocab_size)\n"
+                      "    def forward(self, idx, targets=None):\n        return self.emb(idx), None\n")
+    seen.clear()
+    checking.check_model_file(str(bigram), only=["shapes"], corpus=small)
+    assert seen[0][1].reads_context is False
+    with pytest.raises(GptlabError) as err:
+        checking.check_model_file(str(tmp_path / "none.py"), corpus=small)
+    assert str(err.value) == f"FILE = {str(tmp_path / 'none.py')!r}: no such file"
     seen.clear()
     dropping = preset("lecture")
     dropping.model.dropout = 0.3
