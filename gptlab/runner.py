@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from itertools import chain
 from pathlib import Path
@@ -464,20 +464,23 @@ def run_until_settled(grid: Grid, out: str | Path, max_seeds: int, jobs: int, fo
     """Train the grid, then add seeds in rounds of the grid's seed count (counting on from its largest seed) to
     the variants that an unsettled claim involves, until every claim holds or is contradicted at the rule's
     looks (``gptlab.sequential``) or ``max_seeds`` per variant are spent. The added runs are ordinary records;
-    which variant needs which seeds is replayed from the records each round, so the same call resumes.
-    ``force`` retrains every run once. Returns the rounds' outcomes as one: at most one round a look."""
+    which variant needs which seeds is replayed from the records each round, so the same call resumes. A variant
+    keeps every seed it has on record (within ``max_seeds``), even where restated claims settle at an earlier look:
+    the replay stops at the look where they settle, so the seeds past it stay in the report without changing a
+    verdict. ``force`` retrains every run once. Returns the rounds' outcomes as one: at most one round a look."""
     from gptlab.results import load_grid_runs
     from gptlab.sequential import Design
 
     grid.design = Design(len(grid.seeds), len(grid.seeds), max_seeds)
-    grid.seed_counts = {}
+    grid.seed_counts = seeds_on_record(grid, Path(out) / grid.name / "runs", max_seeds)
     outcomes: list[GridOutcome] = []
     for _ in grid.design.looks():
         trained = {key for o in outcomes for key in o.finished}
         outcomes.append(run_grid(grid, out, jobs, force, group_seeds, executor, on_event, kept=trained))
         settlement = load_grid_runs(Path(out) / grid.name).settlement(grid.design)
         before = {name: grid.seeds_of(name) for name in settlement.wanted}
-        grid.seed_counts = {**grid.seed_counts, **settlement.wanted}
+        raised = {name: max(n, len(before[name])) for name, n in settlement.wanted.items()}  # a count never falls
+        grid.seed_counts = {**grid.seed_counts, **raised}
         added = {name: grid.seeds_of(name)[len(seeds):] for name, seeds in before.items()
                  if len(grid.seeds_of(name)) > len(seeds)}  # none where the look waits on runs that failed
         if on_round is not None:
@@ -485,6 +488,17 @@ def run_until_settled(grid: Grid, out: str | Path, max_seeds: int, jobs: int, fo
         if not added:
             break
     return merged(outcomes)
+
+
+def seeds_on_record(grid: Grid, runs_dir: Path, max_seeds: int) -> dict[str, int]:
+    """variant -> its seeds up to its last seed (of the first ``max_seeds``) with a record in ``runs_dir``, where
+    more than the grid's: the seed count that keeps in the grid every run trained for it."""
+    budget = replace(grid, seed_counts=dict.fromkeys(grid.variant_names, max_seeds))
+    counts: dict[str, int] = {}
+    for spec in budget.runs():
+        if is_finished(runs_dir, spec):
+            counts[spec.variant] = budget.seeds_of(spec.variant).index(spec.seed) + 1  # the seeds come in order
+    return {name: n for name, n in counts.items() if n > len(grid.seeds)}
 
 
 def merged(outcomes: list[GridOutcome]) -> GridOutcome:

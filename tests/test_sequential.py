@@ -214,9 +214,52 @@ def test_seeds_go_in_rounds_to_the_variants_of_open_claims_until_the_budget(tmp_
     assert [r.status for r in grid_runs.claim_results()] == [OPEN, HOLDS]
     assert grid_runs.claim_results()[1].seeds == (3, 3)
     again, again_rounds, _ = until_settled(tmp_path, claims, {0.01: 2.0, 0.02: 2.0, 0.03: 2.5})
-    assert again.trained == [] and [r.settlement.looks_taken for r in again_rounds] == [1, 2, 3]  # it resumes
+    assert again.trained == [] and [r.settlement.looks_taken for r in again_rounds] == [3]  # it resumes at its records
     forced, _, _ = until_settled(tmp_path, claims, {0.01: 2.0, 0.02: 2.0, 0.03: 2.5}, force=True)
     assert sorted(forced.trained) == sorted(executor.trained)  # every run once more, none twice
+
+
+def test_a_claim_restated_to_settle_earlier_keeps_every_seed_on_record_in_the_grid(tmp_path):
+    from gptlab.results import load_grid_runs, summarize_grid
+
+    means = {0.01: 2.0, 0.02: 2.0, 0.03: 2.5}
+    until_settled(tmp_path, ['{variant: "lr=0.02", is: worse}'], means)  # open to the budget: 9 seeds of two
+    runs_dir = tmp_path / "out" / "g" / "runs"
+    gap = next(p for p in runs_dir.glob("*.json") if '"seed": 5,' in p.read_text() and '"lr=0.01"' in p.read_text())
+    gap.unlink()  # a run missing between seeds on record is trained, not a reason to drop the seeds after it
+    executor, rounds, _ = until_settled(tmp_path, ['{variant: "lr=0.03", is: worse}'], means)  # settles at look 1
+    assert executor.trained == [("lr=0.01", 5)] and [r.added for r in rounds] == [{}]
+    grid_runs = load_grid_runs(tmp_path / "out" / "g")
+    assert grid_runs.grid.seed_counts == {"lr=0.01": 9, "lr=0.02": 9}  # the grid's 3 seeds need no count
+    assert len(grid_runs.records) == 21 and not grid_runs.skipped and not grid_runs.missing()
+    assert grid_runs.settlement(grid_runs.grid.design).settled_at == [1]  # the seeds past look 1 change no verdict
+    assert [(r.status, r.seeds) for r in grid_runs.claim_results()] == [(HOLDS, (3, 3))]
+    assert {r.variant: r.runs for r in summarize_grid(grid_runs)} == {"lr=0.01": 9, "lr=0.02": 9, "lr=0.03": 3}
+    smaller, _, _ = until_settled(tmp_path, ['{variant: "lr=0.03", is: worse}'], means, max_seeds=6)
+    narrowed = load_grid_runs(tmp_path / "out" / "g")  # a smaller budget: the seeds past it are outside the design
+    assert smaller.trained == [] and narrowed.grid.seed_counts == {"lr=0.01": 6, "lr=0.02": 6}
+    assert len(narrowed.records) == 15 and len(narrowed.skipped) == 6
+
+
+def test_no_round_lowers_a_seed_count_below_the_seeds_on_record(tmp_path):
+    from gptlab.results import load_grid_runs
+    from gptlab.runner import run_until_settled
+
+    means = {0.01: 2.0, 0.02: 2.0, 0.03: 2.5}
+    until_settled(tmp_path, ['{variant: "lr=0.02", is: worse}'], means)  # lr=0.02: 9 seeds; lr=0.03: 3
+    path = tmp_path / "g.yaml"
+    path.write_text(GRID + '  - {variant: "lr=0.03", is: same, than: "lr=0.02", within: 0.5}\n')  # open throughout
+    executor, seen = MadeUp(means), []
+
+    def on_round(done):
+        grid_runs = load_grid_runs(tmp_path / "out" / "g")  # the grid.json this round wrote
+        seen.append((done.settlement.wanted, grid_runs.grid.seed_counts, len(grid_runs.skipped)))
+
+    run_until_settled(load_grid(path), tmp_path / "out", 9, 1, False, None, executor, None, on_round)
+    assert sorted(executor.trained) == [("lr=0.03", s) for s in range(4, 10)]
+    assert seen == [({"lr=0.03": 6, "lr=0.02": 6}, {"lr=0.01": 9, "lr=0.02": 9}, 0),
+                    ({"lr=0.03": 9, "lr=0.02": 9}, {"lr=0.01": 9, "lr=0.02": 9, "lr=0.03": 6}, 0),
+                    ({}, {"lr=0.01": 9, "lr=0.02": 9, "lr=0.03": 9}, 0)]
 
 
 def test_each_round_trains_with_the_jobs_grouping_and_progress_it_was_given(tmp_path, monkeypatch):
