@@ -94,7 +94,58 @@ def test_adamw_gets_the_configured_betas_and_decay_groups(monkeypatch):
     assert optimizer.defaults["betas"] == (0.8, 0.95)
     decayed, kept = optimizer.param_groups
     assert (decayed["weight_decay"], kept["weight_decay"]) == (0.25, 0.0)
-    assert {id(p) for p in decayed["params"]} == {id(p) for p in model.parameters() if p.dim() >= 2}
+    for group, matrix in ((decayed, True), (kept, False)):  # each group one flat tensor: its parameters' storage
+        (flat,) = group["params"]
+        params = [p for p in model.parameters() if (p.dim() >= 2) == matrix]
+        assert flat.numel() == sum(p.numel() for p in params)
+        assert {p.untyped_storage().data_ptr() for p in params} == {flat.untyped_storage().data_ptr()}
+        assert {p.grad.untyped_storage().data_ptr() for p in params} == {flat.grad.untyped_storage().data_ptr()}
+
+
+def reference_history(run, corpus, members):
+    """The loop as it was (fused AdamW over the parameters one by one, gradients set to None each step),
+    evaluated as fit evaluates: the per-step losses fit's flat buffers must reproduce."""
+    t = run.train
+    batches = Batches(corpus.train, run.model.block_size, t.batch_size, t.seed, t.max_iters, CPU)
+    optimizer = torch.optim.AdamW(members.param_groups(t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), fused=True)
+    evaluate, losses = Evaluator(corpus, run, CPU, 1), []
+    for step in range(t.max_iters):
+        x, y = batches.batch(step)
+        loss = members.losses(x, y).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip:
+            members.clip(t.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, evaluate(members)["val"][0]
+
+
+@pytest.mark.parametrize("overrides", [{}, {"train.grad_clip": 0.5, "train.weight_decay": 0.1}])
+def test_flat_buffers_train_exactly_as_parameter_by_parameter(overrides, monkeypatch):
+    run = tiny(**{"train.max_iters": 12, "train.eval_interval": 12, **overrides})
+    want, want_val = reference_history(run, SMALL, one_model(run))
+    seen = []
+    original = OneModel.losses
+    monkeypatch.setattr(OneModel, "losses", lambda self, x, y: seen.append(original(self, x, y)) or seen[-1])
+    members = one_model(run)
+    (result,) = fit(members, run, [run.train.seed], SMALL, CPU, None)
+    got = [loss.item() for loss in seen if loss.requires_grad]
+    assert got == want and result.final_val_loss == want_val  # exactly: the same update, element by element
+
+
+def test_flattened_leaves_mixed_dtypes_alone_and_keeps_values_and_shapes():
+    a, b = torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(4))
+    values = [a.detach().clone(), b.detach().clone()]
+    group = gptlab.train.flattened({"params": [a, b], "weight_decay": 0.5})
+    (flat,) = group["params"]
+    assert group["weight_decay"] == 0.5 and flat.shape == (10,) and torch.equal(flat.grad, torch.zeros(10))
+    assert a.shape == (3, 2) and torch.equal(a, values[0]) and torch.equal(b, values[1])
+    assert torch.equal(flat.detach(), torch.cat([values[0].reshape(-1), values[1]]))
+    a.grad[1, 0] = 7.0
+    assert flat.grad[2] == 7.0  # a's gradient is a view of the flat one
+    mixed = {"params": [torch.nn.Parameter(torch.randn(2)), torch.nn.Parameter(torch.randn(2).double())]}
+    assert gptlab.train.flattened(mixed) is mixed
 
 
 def test_compile_compiles_the_model_the_steps_run_and_evaluation_runs_it_plain(monkeypatch):
