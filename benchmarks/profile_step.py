@@ -8,6 +8,8 @@ overhead inflates every figure; the shares and the op counts are what to read, a
 without it at the end.
 Usage: ``python benchmarks/profile_step.py [--preset lecture] [--steps 600] [--threads 1] [--top 8]``.
 To profile another checkout of gptlab (the code before a change), put it first: ``PYTHONPATH=../old python ...``.
+``--against ../old`` profiles nothing: it times this checkout's steps and the other's, alternating in fresh
+processes (``--pairs`` of them), and prints each side's times and best, the before/after of one run.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -67,16 +73,49 @@ def run(preset_name: str, steps: int, threads: int) -> tuple[Any, float]:
     return cfg, training.train(cfg, corpus).tokens_per_sec
 
 
+def ms_per_step(preset_name: str, steps: int, threads: int) -> float:
+    cfg, tokens_per_sec = run(preset_name, steps, threads)
+    return cfg.train.batch_size * cfg.model.block_size / tokens_per_sec * 1e3
+
+
+def timed_in(tree: Path, args: argparse.Namespace) -> float:
+    """ms/step of one run in a fresh process that imports gptlab from ``tree``."""
+    command = [sys.executable, __file__, "--time-only", "--preset", args.preset, "--steps", str(args.steps),
+               "--threads", str(args.threads)]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return float(subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout.split()[-1])
+
+
+def against(other: Path, args: argparse.Namespace) -> None:
+    here = Path(__file__).resolve().parents[1]
+    times: dict[Path, list[float]] = {here: [], other: []}
+    for _ in range(args.pairs):
+        for tree in times:
+            times[tree].append(timed_in(tree, args))
+    for tree, values in times.items():
+        print(f"{tree}: ms/step {' '.join(f'{v:.2f}' for v in values)}; best {min(values):.2f}")
+    print(f"best here / best there: {min(times[here]) / min(times[other]):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="lecture")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--top", type=int, default=8, help="operators listed per phase")
+    parser.add_argument("--against", type=Path, help="another checkout: time both, alternating, no profile")
+    parser.add_argument("--pairs", type=int, default=3, help="with --against: runs of each side")
+    parser.add_argument("--time-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.time_only:
+        print(f"{ms_per_step(args.preset, args.steps, args.threads):.4f}")
+        return
+    if args.against:
+        against(args.against.resolve(), args)
+        return
     print(f"gptlab from {gptlab.__file__}, torch {torch.__version__}, {args.threads} thread(s), "
           f"preset {args.preset}, {args.steps} steps")
-    cfg, _ = run(args.preset, 50, args.threads)  # warm-up: first-call costs stay out of the profile
+    run(args.preset, 50, args.threads)  # warm-up: first-call costs stay out of the profile
     label_phases()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         run(args.preset, args.steps, args.threads)
@@ -109,10 +148,7 @@ def main() -> None:
         print("| operator | calls | self us |\n| --- | --- | --- |")
         for name, micros in ops[phase].most_common(args.top):
             print(f"| `{name}` | {calls[phase][name] / scale:.0f} | {micros / scale:,.0f} |")
-    times = []
-    for _ in range(3):  # without the profiler: best of 3
-        cfg, tokens_per_sec = run(args.preset, args.steps, args.threads)
-        times.append(cfg.train.batch_size * cfg.model.block_size / tokens_per_sec * 1e3)
+    times = [ms_per_step(args.preset, args.steps, args.threads) for _ in range(3)]  # without the profiler
     print(f"\nms/step without the profiler (training steps only, best of 3): {min(times):.2f}")
 
 

@@ -172,3 +172,16 @@ def test_the_hostile_input_script_measures_a_few_refusals():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 good, 0 bad of 3" in result.stdout
+
+
+def test_profile_step_splits_a_step_into_its_phases_and_times_it_without_the_profiler():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "profile_step.py"
+    out = subprocess.run([sys.executable, str(script), "--steps", "20", "--top", "2"], capture_output=True,
+                         text=True, check=True).stdout
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    for phase in ("batch", "forward", "backward", "zero_grad", "optimizer", "eval (one)"):
+        assert phase in rows, out
+    shares = [int(rows[p].split("|")[3].strip().rstrip("%")) for p in ("batch", "forward", "backward", "zero_grad",
+                                                                        "optimizer")]
+    assert 97 <= sum(shares) <= 103 and shares[1] > 10 and shares[2] > 10  # every training step's time, in phases
+    assert "`aten::_fused_adamw_`" in out and "ms/step without the profiler" in out

@@ -157,7 +157,8 @@ seeds: [1]
 def start_grid(tmp_path, runs):
     command = [sys.executable, "-m", "gptlab.cli", "ablate", "tiny.yaml", "--out", "out", "--jobs", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(tmp_path / "ablate.log", "w") as log:  # what the grid printed, for a failure's message
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while not (runs.is_dir() and any(runs.glob("*.json"))) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -187,9 +188,12 @@ def test_an_interrupt_stops_the_grid_within_seconds_and_keeps_what_finished(tmp_
     runs = tmp_path / "out" / "tiny" / "runs"
     command, env, process = start_grid(tmp_path, runs)
     time.sleep(0.5)
+    assert process.poll() is None, (tmp_path / "ablate.log").read_text()  # mid-grid
     stopped_at = time.monotonic()
     process.send_signal(signal.SIGINT)  # to the parent alone: it must stop its workers
-    assert process.wait(timeout=20) == 130
+    code = process.wait(timeout=20)
+    assert code == 130, f"exit {code} {time.monotonic() - stopped_at:.1f} s after SIGINT, with " + \
+        f"{len(list(runs.glob('*.json')))} records; it printed:\n" + (tmp_path / "ablate.log").read_text()
     assert time.monotonic() - stopped_at < 5
     time.sleep(1.0)
     done = list(runs.glob("*.json"))
