@@ -233,7 +233,7 @@ def fit(
         x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
         with autocast(device):
             loss = members.losses(x, y)
-        optimizer.zero_grad(set_to_none=False)  # in place: the parameters' gradients are views of the flat ones
+        optimizer.zero_grad(set_to_none=False)  # pragma: no mutate (None is falsy: in place, as the views need)
         scaler.scale(loss.sum()).backward()
         if t.grad_clip:
             scaler.unscale_(optimizer)  # pragma: no mutate (a no-op but on CUDA in fp16)

@@ -217,6 +217,9 @@ def test_seeds_go_in_rounds_to_the_variants_of_open_claims_until_the_budget(tmp_
     assert again.trained == [] and [r.settlement.looks_taken for r in again_rounds] == [3]  # it resumes at its records
     forced, _, _ = until_settled(tmp_path, claims, {0.01: 2.0, 0.02: 2.0, 0.03: 2.5}, force=True)
     assert sorted(forced.trained) == sorted(executor.trained)  # every run once more, none twice
+    (tmp_path / "fresh").mkdir()
+    fresh, fresh_rounds, _ = until_settled(tmp_path / "fresh", claims, {0.01: 2.0, 0.02: 2.0, 0.03: 2.5}, force=True)
+    assert fresh.trained == executor.trained and len(fresh_rounds) == 3  # forced: a later round keeps earlier ones
 
 
 def test_a_claim_restated_to_settle_earlier_keeps_every_seed_on_record_in_the_grid(tmp_path):
