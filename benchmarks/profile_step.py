@@ -65,16 +65,17 @@ def phase_of(event: Any) -> str | None:
     return phase
 
 
-def run(preset_name: str, steps: int, threads: int) -> tuple[Any, float]:
+def run(preset_name: str, steps: int, threads: int, eval_windows: int | None = None) -> tuple[Any, float]:
     cfg = preset(preset_name)
     cfg.train.max_iters, cfg.train.threads, cfg.train.device = steps, threads, "cpu"
+    cfg.train.eval_windows = eval_windows or cfg.train.eval_windows
     cfg.train.eval_interval = steps // 2  # three evaluations: at 0, half-way and the end
     corpus = Corpus.from_file(cfg.data.path)
     return cfg, training.train(cfg, corpus).tokens_per_sec
 
 
 def ms_per_step(preset_name: str, steps: int, threads: int) -> float:
-    cfg, tokens_per_sec = run(preset_name, steps, threads)
+    cfg, tokens_per_sec = run(preset_name, steps, threads, eval_windows=64)  # evaluation is not timed
     return cfg.train.batch_size * cfg.model.block_size / tokens_per_sec * 1e3
 
 
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--top", type=int, default=8, help="operators listed per phase")
+    parser.add_argument("--eval-windows", type=int, help="windows an evaluation scores (default: the preset's)")
     parser.add_argument("--against", type=Path, help="another checkout: time both, alternating, no profile")
     parser.add_argument("--pairs", type=int, default=3, help="with --against: runs of each side")
     parser.add_argument("--time-only", action="store_true", help=argparse.SUPPRESS)
@@ -115,10 +117,10 @@ def main() -> None:
         return
     print(f"gptlab from {gptlab.__file__}, torch {torch.__version__}, {args.threads} thread(s), "
           f"preset {args.preset}, {args.steps} steps")
-    run(args.preset, 50, args.threads)  # warm-up: first-call costs stay out of the profile
+    run(args.preset, 50, args.threads, args.eval_windows)  # warm-up: first-call costs stay out of the profile
     label_phases()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        run(args.preset, args.steps, args.threads)
+        run(args.preset, args.steps, args.threads, args.eval_windows)
     totals: dict[str, float] = collections.defaultdict(float)
     ops: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     calls: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)

@@ -176,7 +176,7 @@ def test_the_hostile_input_script_measures_a_few_refusals():
 
 def test_profile_step_splits_a_step_into_its_phases_and_times_it_without_the_profiler():
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "profile_step.py"
-    out = subprocess.run([sys.executable, str(script), "--steps", "20", "--top", "2"], capture_output=True,
+    out = subprocess.run([sys.executable, str(script), "--steps", "20", "--top", "2", "--eval-windows", "64"], capture_output=True,
                          text=True, check=True).stdout
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
     for phase in ("batch", "forward", "backward", "zero_grad", "optimizer", "eval (one)"):
