@@ -83,8 +83,8 @@ def param_groups(params: list[nn.Parameter], matrix: Callable[[nn.Parameter], bo
 def flattened(group: dict[str, Any]) -> dict[str, Any]:
     """The group's parameters moved into one flat buffer (each keeps its shape, as a view of it), their gradients
     into another that backward adds into, so AdamW and zeroing step one tensor, not one per parameter: at the
-    lecture's size the optimizer's step took a third of its time (benchmarks/step.md). The same update,
-    element by element. A group of mixed dtypes or devices is left as it is."""
+    lecture's size AdamW's step over its 26 tensors took 554 us, over 2 flat ones 212 (benchmarks/step.md). The
+    same update, element by element. A group of mixed dtypes or devices is left as it is."""
     params: list[torch.Tensor] = group["params"]
     if len({(p.dtype, p.device) for p in params}) != 1:
         return group
