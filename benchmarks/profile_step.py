@@ -7,9 +7,8 @@ top operators by self time, as markdown tables (benchmarks/step.md keeps the fig
 overhead inflates every figure; the shares and the op counts are what to read, and ms/step is measured again
 without it at the end.
 Usage: ``python benchmarks/profile_step.py [--preset lecture] [--steps 600] [--threads 1] [--top 8]``.
-To profile another checkout of gptlab (the code before a change), put it first: ``PYTHONPATH=../old python ...``.
-``--against ../old`` profiles nothing: it times this checkout's steps and the other's, alternating in fresh
-processes (``--pairs`` of them), and prints each side's times and best, the before/after of one run.
+To profile another checkout of gptlab (the code before a change), put it first: ``PYTHONPATH=../old python ...``;
+``benchmarks/against.py ../old`` times the two side by side (ms/step among its measures).
 """
 
 from __future__ import annotations
@@ -17,20 +16,18 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import gptlab
 from gptlab import train as training
 from gptlab.config import preset
 from gptlab.data import Batches, Corpus
+from gptlab.flops import matmul_peak_flops
 
 PHASES = ["batch", "forward", "backward", "clip", "zero_grad", "optimizer", "eval"]
 LABELS = {"Optimizer.step#AdamW.step": "optimizer", "Optimizer.zero_grad#AdamW.zero_grad": "zero_grad"}
@@ -79,23 +76,50 @@ def ms_per_step(preset_name: str, steps: int, threads: int) -> float:
     return cfg.train.batch_size * cfg.model.block_size / tokens_per_sec * 1e3
 
 
-def timed_in(tree: Path, args: argparse.Namespace) -> float:
-    """ms/step of one run in a fresh process that imports gptlab from ``tree``."""
-    command = [sys.executable, __file__, "--time-only", "--preset", args.preset, "--steps", str(args.steps),
-               "--threads", str(args.threads)]
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    return float(subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout.split()[-1])
+def operators(rows: int) -> dict[str, Callable[[], Any]]:
+    """The step's main operators at the ``lecture`` preset's widths (C 32, 4 heads, block 8, 65 symbols) over
+    ``rows`` tokens (the step has 256: batch 32 x block 8)."""
+    C, T, H, V = 32, 8, 4, 65
+    x, hidden, w1, b1 = torch.randn(rows, C), torch.randn(rows, 4 * C), torch.randn(4 * C, C), torch.zeros(4 * C)
+    wq, gain, bias = torch.randn(C, C), torch.ones(C), torch.zeros(C)
+    q, scores = torch.randn(rows // T, H, T, C // H), torch.randn(rows * H, T)
+    logits, targets = torch.randn(rows, V), torch.randint(0, V, (rows,))
+    return {
+        "`addmm`: a Linear C -> 4C with bias": lambda: torch.addmm(b1, x, w1.t()),
+        "`mm`: a Linear C -> C (a query map)": lambda: torch.mm(x, wq.t()),
+        "`layer_norm` over C": lambda: F.layer_norm(x, (C,), gain, bias),
+        "`relu` of the 4C hidden layer": lambda: torch.relu(hidden),
+        "`softmax` over 8 keys, 4 heads": lambda: torch.softmax(scores, -1),
+        "`scaled_dot_product_attention`, causal": lambda: F.scaled_dot_product_attention(q, q, q, is_causal=True),
+        "`cross_entropy` over 65 symbols": lambda: F.cross_entropy(logits, targets),
+    }
 
 
-def against(other: Path, args: argparse.Namespace) -> None:
-    here = Path(__file__).resolve().parents[1]
-    times: dict[Path, list[float]] = {here: [], other: []}
-    for _ in range(args.pairs):
-        for tree in times:
-            times[tree].append(timed_in(tree, args))
-    for tree, values in times.items():
-        print(f"{tree}: ms/step {' '.join(f'{v:.2f}' for v in values)}; best {min(values):.2f}")
-    print(f"best here / best there: {min(times[here]) / min(times[other]):.3f}")
+def cache_table(repeats: int) -> None:
+    """Each operator alone on one thread: warm (the same data again and again, in cache), cold (a 32 MB buffer
+    written before each call pushes its data out of the caches, as the rest of a step does) and warm over 4x the
+    tokens (a cost that grows with the data is work on it, not a fixed cost per call)."""
+    torch.set_num_threads(1)
+    flush = torch.empty(8 << 20)
+
+    def micros(op: Callable[[], Any], cold: bool) -> float:
+        total = 0.0
+        for i in range(repeats + 20):
+            if cold:
+                flush.add_(1.0)
+            start = time.perf_counter()
+            op()
+            total += (time.perf_counter() - start) if i >= 20 else 0.0  # the first 20 calls warm up
+        return total / repeats * 1e6
+
+    step, wide = operators(256), operators(1024)
+    print("| operator (one thread, us a call) | warm, 256 tokens | cold, 256 tokens | warm, 1,024 tokens |\n"
+          "| --- | --- | --- | --- |")
+    for name, op in step.items():
+        print(f"| {name} | {micros(op, False):.1f} | {micros(op, True):.1f} | {micros(wide[name], False):.1f} |")
+    seconds = micros(step["`addmm`: a Linear C -> 4C with bias"], False) / 1e6
+    print(f"\nthe warm `addmm` runs at {2 * 256 * 32 * 128 / seconds / 1e9:.0f} GFLOP/s; this machine's matmul peak "
+          f"on one thread: {matmul_peak_flops() / 1e9:.0f} GFLOP/s")
 
 
 def main() -> None:
@@ -105,15 +129,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--top", type=int, default=8, help="operators listed per phase")
     parser.add_argument("--eval-windows", type=int, help="windows an evaluation scores (default: the preset's)")
-    parser.add_argument("--against", type=Path, help="another checkout: time both, alternating, no profile")
-    parser.add_argument("--pairs", type=int, default=3, help="with --against: runs of each side")
+    parser.add_argument("--cache", action="store_true",
+                        help="no profile: the step's main operators alone, warm and cold (cache flushed), one thread")
     parser.add_argument("--time-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cache:
+        cache_table(repeats=args.steps // 2)
+        return
     if args.time_only:
         print(f"{ms_per_step(args.preset, args.steps, args.threads):.4f}")
-        return
-    if args.against:
-        against(args.against.resolve(), args)
         return
     print(f"gptlab from {gptlab.__file__}, torch {torch.__version__}, {args.threads} thread(s), "
           f"preset {args.preset}, {args.steps} steps")

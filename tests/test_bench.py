@@ -185,3 +185,60 @@ def test_profile_step_splits_a_step_into_its_phases_and_times_it_without_the_pro
                                                                         "optimizer")]
     assert 97 <= sum(shares) <= 103 and shares[1] > 10 and shares[2] > 10  # every training step's time, in phases
     assert "`aten::_fused_adamw_`" in out and "ms/step without the profiler" in out
+
+
+def test_profile_step_times_the_steps_operators_warm_and_cold():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "profile_step.py"
+    out = subprocess.run([sys.executable, str(script), "--cache", "--steps", "20"], capture_output=True, text=True,
+                         check=True).stdout
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| `")]
+    assert [row[0].split("`")[1] for row in rows] == ["addmm", "mm", "layer_norm", "relu", "softmax",
+                                                      "scaled_dot_product_attention", "cross_entropy"]
+    assert all(float(cell) > 0 for row in rows for cell in row[1:])  # warm, cold, 4x the tokens: microseconds
+    assert "GFLOP/s" in out and "matmul peak on one thread" in out
+
+
+def run_against(*args):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "against.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600)
+
+
+def test_against_times_each_checkout_in_a_process_of_its_own():
+    """This checkout against itself: a value for each side, from a fresh process that imports gptlab from it."""
+    here = Path(__file__).resolve().parents[1]
+    done = run_against(str(here), "--pairs", "1", "--measures", "startup")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"here: {here} at " in done.stdout and f"there: {here} at " in done.stdout
+    (row,) = [line for line in done.stdout.splitlines() if line.startswith("| start-up")]
+    assert all(0.05 < float(cell.split("(")[0]) < 60 for cell in row.split("|")[2:4])  # seconds to import
+
+
+def test_against_tables_each_sides_values_their_medians_and_the_ratios():
+    import against  # noqa: E402
+
+    step = against.Measure("a step", "ms", lambda scratch: [], values={"here": [3.0, 9.0, 4.0], "there": [8.0, 6.0]})
+    process = against.Measure("`gptlab train --preset lecture`", "s", lambda scratch: [],
+                              values={"here": [10.0], "there": [20.0]})
+    lines = against.table([step, process], [40.0, 50.0, 30.0], {"here": Path("a"), "there": Path("b")}).splitlines()
+    assert lines[2] == "| a step | 3.00 9.00 4.00 (median 4.00 ms) | 8.00 6.00 (median 7.00 ms) | 0.571 |"
+    assert lines[3] == "| `gptlab train --preset lecture` | 10.00 (median 10.00 s) | 20.00 (median 20.00 s) | 0.500 |"
+    assert lines[4].endswith("| 40.00 50.00 30.00 (median 40.00 s) | | |")
+    assert lines[5] == "| `gptlab train --preset lecture` / the lecture's recipe | 0.250 | 0.500 | 0.500 |"
+
+
+def test_against_refuses_a_folder_that_is_no_checkout_in_one_line(tmp_path):
+    done = run_against(str(tmp_path))
+    assert done.returncode == 2
+    assert f"there = {tmp_path}: not a checkout of gptlab" in done.stderr.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_against_runs_every_measure_and_the_grid_cut_short():
+    """--quick: the steps, the whole command beside the lecture's recipe, start-up and a grid, once a side."""
+    here = Path(__file__).resolve().parents[1]
+    done = run_against(str(here), "--quick", "--pairs", "1", "--grid", "lecture")
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = [line for line in done.stdout.splitlines() if line.startswith("| ")][2:]
+    assert [row.split("|")[1].strip().split(",")[0] for row in table] == [
+        "`lecture` training step", "`cpu` training step", "`gptlab train --preset lecture`", "start-up: `import gptlab.cli",
+        "`gptlab ablate lecture --force`", "the lecture's own recipe", "`gptlab train --preset lecture` / the lecture's recipe"]
