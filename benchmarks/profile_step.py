@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import statistics
 import time
 from typing import Any, Callable
 
@@ -62,18 +63,41 @@ def phase_of(event: Any) -> str | None:
     return phase
 
 
-def run(preset_name: str, steps: int, threads: int, eval_windows: int | None = None) -> tuple[Any, float]:
+def run(preset_name: str, steps: int, threads: int, eval_windows: int | None = None) -> tuple[Any, float, float]:
     cfg = preset(preset_name)
     cfg.train.max_iters, cfg.train.threads, cfg.train.device = steps, threads, "cpu"
     cfg.train.eval_windows = eval_windows or cfg.train.eval_windows
     cfg.train.eval_interval = steps // 2  # three evaluations: at 0, half-way and the end
     corpus = Corpus.from_file(cfg.data.path)
-    return cfg, training.train(cfg, corpus).tokens_per_sec
+    result = training.train(cfg, corpus)
+    return cfg, result.tokens_per_sec, result.final_val_loss
 
 
 def ms_per_step(preset_name: str, steps: int, threads: int) -> float:
-    cfg, tokens_per_sec = run(preset_name, steps, threads, eval_windows=64)  # evaluation is not timed
+    cfg, tokens_per_sec, _ = run(preset_name, steps, threads, eval_windows=64)  # evaluation is not timed
     return cfg.train.batch_size * cfg.model.block_size / tokens_per_sec * 1e3
+
+
+def flat_against_per_parameter(preset_name: str, steps: int, threads: int, pairs: int) -> None:
+    """The kept lever on its own: the trainer as it is, and with ``gptlab.train.flattened`` made the identity (AdamW
+    over the parameters one by one), alternating in this process, the order swapped every pair; the same losses."""
+    flat = training.flattened
+    times: dict[bool, list[float]] = {True: [], False: []}
+    losses: dict[bool, set[float]] = {True: set(), False: set()}
+    for i in range(pairs + 1):  # the first pair warms up
+        for on in (True, False) if i % 2 else (False, True):
+            training.flattened = flat if on else lambda group: group  # type: ignore[assignment]
+            cfg, tokens_per_sec, val = run(preset_name, steps, threads, eval_windows=64)
+            if i:
+                times[on].append(cfg.train.batch_size * cfg.model.block_size / tokens_per_sec * 1e3)
+                losses[on].add(val)
+    training.flattened = flat
+    for on, label in ((True, "flat buffers"), (False, "per parameter")):
+        print(f"{label}: ms/step {' '.join(f'{v:.2f}' for v in times[on])}; median {statistics.median(times[on]):.2f}; "
+              f"final val loss {' '.join(f'{v:.4f}' for v in sorted(losses[on]))}")
+    ratios = [a / b for a, b in zip(times[True], times[False])]
+    print(f"flat / per parameter: median {statistics.median(ratios):.3f}, flat faster in "
+          f"{sum(r < 1 for r in ratios)} of {len(ratios)} pairs")
 
 
 def operators(rows: int) -> dict[str, Callable[[], Any]]:
@@ -131,10 +155,15 @@ def main() -> None:
     parser.add_argument("--eval-windows", type=int, help="windows an evaluation scores (default: the preset's)")
     parser.add_argument("--cache", action="store_true",
                         help="no profile: the step's main operators alone, warm and cold (cache flushed), one thread")
+    parser.add_argument("--flat-pairs", type=int, metavar="N",
+                        help="no profile: N pairs of runs with and without the flat AdamW buffers, alternating")
     parser.add_argument("--time-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cache:
         cache_table(repeats=args.steps // 2)
+        return
+    if args.flat_pairs:
+        flat_against_per_parameter(args.preset, args.steps, args.threads, args.flat_pairs)
         return
     if args.time_only:
         print(f"{ms_per_step(args.preset, args.steps, args.threads):.4f}")

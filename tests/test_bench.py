@@ -203,6 +203,7 @@ def run_against(*args):
     return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_against_times_each_checkout_in_a_process_of_its_own():
     """This checkout against itself: a value for each side, from a fresh process that imports gptlab from it."""
     here = Path(__file__).resolve().parents[1]
@@ -242,3 +243,14 @@ def test_against_runs_every_measure_and_the_grid_cut_short():
     assert [row.split("|")[1].strip().split(",")[0] for row in table] == [
         "`lecture` training step", "`cpu` training step", "`gptlab train --preset lecture`", "start-up: `import gptlab.cli",
         "`gptlab ablate lecture --force`", "the lecture's own recipe", "`gptlab train --preset lecture` / the lecture's recipe"]
+
+
+@pytest.mark.slow
+def test_profile_step_times_the_flat_buffers_against_parameter_by_parameter_with_the_same_loss():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "profile_step.py"
+    out = subprocess.run([sys.executable, str(script), "--flat-pairs", "1", "--steps", "10"], capture_output=True,
+                         text=True, check=True).stdout
+    flat, per_parameter, verdict = out.splitlines()[-3:]
+    assert flat.startswith("flat buffers: ms/step ") and per_parameter.startswith("per parameter: ms/step ")
+    assert flat.split("final val loss")[1] == per_parameter.split("final val loss")[1]  # the same update
+    assert verdict.startswith("flat / per parameter: median ") and verdict.endswith(" of 1 pairs")
