@@ -44,6 +44,13 @@ class Bad(Exception):
     """The case did not behave as specified; the message says how."""
 
 
+def interruptible() -> None:
+    """In a started command, before exec: SIGINT at its default, as in a terminal's foreground. Started from a
+    background job of a non-interactive shell, it would inherit SIGINT ignored and never see the Ctrl-C case's
+    interrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def check(ok: bool, why: str) -> None:
     if not ok:
         raise Bad(why)
@@ -99,7 +106,8 @@ class Lab:
         log = self.root / f"cmd{len(self.started)}.log"
         with open(log, "wb") as sink:
             process = subprocess.Popen(GPTLAB + list(args), cwd=self.work, env=ENV, stdout=sink,
-                                       stderr=subprocess.STDOUT, start_new_session=True, umask=umask)
+                                       stderr=subprocess.STDOUT, start_new_session=True, umask=umask,
+                                       preexec_fn=interruptible)
         self.started.append(Started(process, list(args), time.monotonic(), log))
         return process
 

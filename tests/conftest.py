@@ -1,5 +1,6 @@
 import functools
 import os
+import signal
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # No test compiles a model (minutes on a CPU): torch.compile runs the model as it is (the test of train.compile
@@ -13,6 +14,14 @@ torch.set_num_threads(1)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "data", "tinyshakespeare.txt")
+
+
+def interruptible():
+    """A ``preexec_fn`` for a command a test interrupts: in the child, before exec, SIGINT at its default, as a
+    command in a terminal's foreground has it. A launcher that runs the suite in the background (a non-interactive
+    shell's ``&``) leaves SIGINT ignored; the child inherits that, Python then never raises KeyboardInterrupt, and an
+    interrupted grid trains on to its end and exits 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @functools.lru_cache(maxsize=1)

@@ -27,6 +27,7 @@ from gptlab.ray_executor import INSTALL_HINT, RayExecutor, require_ray
 from gptlab.record import load_record
 from gptlab.results import load_grid_runs, summarize_grid
 from gptlab.runner import LocalProcessExecutor, run_grid
+from tests.conftest import interruptible
 
 pytestmark = pytest.mark.ray
 
@@ -166,7 +167,8 @@ def test_ctrl_c_then_kill_9_of_the_driver_keep_finished_runs_leave_no_ray_behind
     def driver_after_a_new_record():
         before = len(list(runs.glob("*.json")))
         driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(path), "out"], cwd=tmp_path,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                  preexec_fn=interruptible)
         deadline = time.monotonic() + 120
         while len(list(runs.glob("*.json"))) == before and time.monotonic() < deadline:
             assert driver.poll() is None

@@ -15,6 +15,7 @@ from gptlab.grid import RunSpec, load_grid
 from gptlab.record import load_record, save_record
 from gptlab.runner import (Job, LocalProcessExecutor, RunEvent, execute_job, is_finished, plan_jobs, run_grid, to_run,
                            write_manifest)
+from tests.conftest import interruptible
 
 QUICK = {"train.max_iters": 20, "train.eval_interval": 10, "train.eval_windows": 32}
 
@@ -158,7 +159,8 @@ def start_grid(tmp_path, runs):
     command = [sys.executable, "-m", "gptlab.cli", "ablate", "tiny.yaml", "--out", "out", "--jobs", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(tmp_path / "ablate.log", "w") as log:  # what the grid printed, for a failure's message
-        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   preexec_fn=interruptible)
     deadline = time.monotonic() + 60
     while not (runs.is_dir() and any(runs.glob("*.json"))) and time.monotonic() < deadline:
         time.sleep(0.02)
