@@ -6,7 +6,9 @@ the batch (``Batches.batch`` and the stack), the forward pass (``losses``), the 
 top operators by self time, as markdown tables (benchmarks/step.md keeps the figures). The profiler's own
 overhead inflates every figure; the shares and the op counts are what to read, and ms/step is measured again
 without it at the end.
-Usage: ``python benchmarks/profile_step.py [--preset lecture] [--steps 600] [--threads 1] [--top 8]``.
+Usage: ``python benchmarks/profile_step.py [--preset lecture] [--steps 600] [--threads 1] [--top 8]``; ``--cache``
+times the step's main operators alone, warm and cold, and ``--flat-pairs N`` the trainer with and without its flat
+AdamW buffers (no profile for either).
 To profile another checkout of gptlab (the code before a change), put it first: ``PYTHONPATH=../old python ...``;
 ``benchmarks/against.py ../old`` times the two side by side (ms/step among its measures).
 """
@@ -139,9 +141,11 @@ def cache_table(repeats: int) -> None:
     step, wide = operators(256), operators(1024)
     print("| operator (one thread, us a call) | warm, 256 tokens | cold, 256 tokens | warm, 1,024 tokens |\n"
           "| --- | --- | --- | --- |")
+    warm = {}
     for name, op in step.items():
-        print(f"| {name} | {micros(op, False):.1f} | {micros(op, True):.1f} | {micros(wide[name], False):.1f} |")
-    seconds = micros(step["`addmm`: a Linear C -> 4C with bias"], False) / 1e6
+        warm[name] = micros(op, False)
+        print(f"| {name} | {warm[name]:.1f} | {micros(op, True):.1f} | {micros(wide[name], False):.1f} |")
+    seconds = warm["`addmm`: a Linear C -> 4C with bias"] / 1e6
     print(f"\nthe warm `addmm` runs at {2 * 256 * 32 * 128 / seconds / 1e9:.0f} GFLOP/s; this machine's matmul peak "
           f"on one thread: {matmul_peak_flops() / 1e9:.0f} GFLOP/s")
 
