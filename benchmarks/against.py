@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
+from statistics import median
 import subprocess
 import sys
 import tempfile
@@ -55,7 +55,7 @@ def last_number(stdout: str, wall: float) -> float:
 def step_measure(preset: str, steps: int, threads: int, label: str) -> Measure:
     return Measure(f"`{preset}` training step, {label}", "ms",
                    lambda scratch: [sys.executable, str(PROFILE_STEP), "--time-only", "--preset", preset,
-                                          "--steps", str(steps), "--threads", str(threads)], last_number)
+                                    "--steps", str(steps), "--threads", str(threads)], last_number)
 
 
 def measures(args: argparse.Namespace) -> list[Measure]:
@@ -112,10 +112,6 @@ def lecture_recipe(quick: bool) -> None:
         config = dataclasses.replace(config, max_iters=40, eval_interval=20, eval_iters=5)
     text = (HERE / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")
     ref.train_lecture(text, config, torch.device("cpu"), ref.Hooks(lambda: None, lambda step, val: None))
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def table(rows: list[Measure], recipe: list[float], trees: dict[str, Path]) -> str:
